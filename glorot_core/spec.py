@@ -1,0 +1,175 @@
+"""ExperimentSpec: what to build, on which data, how to train it and what to measure (DESIGN.md).
+
+Validation is pydantic v2, so every error carries its field path (``model.hidden.2``). Limits that
+depend on the installation (the parameter-count cap) come from the validation context
+(``validate_spec(data, max_parameters=...)``) or the ``GLOROT_MAX_PARAMETERS`` environment variable.
+
+Choices the paper leaves open (GLOROT2010.md, "not stated") are parameters here, with the defaults
+documented on each field.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from glorot_core.activations import ACTIVATION_NAMES
+
+MAX_WIDTH = 65_536
+DEFAULT_MAX_PARAMETERS = 100_000_000
+
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+InitName = Literal["standard", "normalized", "he", "orthogonal", "lsuv"]
+DatasetName = Literal["shapeset3x2", "mnist", "cifar10"]
+DATASET_SHAPES: dict[str, tuple[int, int]] = {"shapeset3x2": (1024, 9), "mnist": (784, 10), "cifar10": (3072, 10)}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """The network: an MLP ``input_dim → hidden[0] → … → hidden[-1] → num_classes`` (softmax output)."""
+
+    source: Literal["mlp"] = "mlp"
+    input_dim: Width = 1024
+    hidden: list[Width] = Field(default_factory=lambda: [1000] * 5, min_length=1, max_length=64)
+    num_classes: Annotated[int, Field(ge=2, le=MAX_WIDTH)] = 9
+    activation: str = Field("tanh", description=f"one of {', '.join(ACTIVATION_NAMES)}")
+    init: InitName = Field("standard", description="standard (eq. 1), normalized (eq. 16), he, orthogonal, lsuv")
+    init_gain: float | None = Field(
+        None, gt=0, le=100, description="orthogonal/lsuv gain; default 1 (orthogonal) — ignored by the others"
+    )
+    bias_init: float = Field(0.0, ge=-100, le=100, description="biases start at this constant (paper: 0)")
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activation(cls, v: str) -> str:
+        if v not in ACTIVATION_NAMES:
+            raise ValueError(f"unknown activation {v!r}; expected one of: {', '.join(ACTIVATION_NAMES)}")
+        return v
+
+    @property
+    def widths(self) -> list[int]:
+        """All layer widths, input and output included."""
+        return [self.input_dim, *self.hidden, self.num_classes]
+
+    @property
+    def parameter_count(self) -> int:
+        w = self.widths
+        return sum(a * b + b for a, b in itertools.pairwise(w))
+
+
+class DataSpec(_Strict):
+    """The data. Shapeset-3x2 is generated online (infinite); MNIST / CIFAR-10 load from a local folder."""
+
+    dataset: DatasetName = "shapeset3x2"
+    input_range: tuple[float, float] = Field((-1.0, 1.0), description="pixels /255 mapped to this range")
+    seed: int = Field(0, ge=0, description="seed of the training stream; test and monitor sets use their own")
+    root: str | None = Field(None, description="folder with MNIST IDX or CIFAR-10 binary files")
+    test_examples: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        2000, description="size of the fixed test set used for test_error (not stated in the paper)"
+    )
+
+    @field_validator("input_range")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not v[0] < v[1]:
+            raise ValueError("input_range must be (low, high) with low < high")
+        return v
+
+
+class TrainSpec(_Strict):
+    """Plain SGD on mini-batches (paper §2.3: batch 10, no momentum). ``steps = 0``: diagnose at init."""
+
+    steps: Annotated[int, Field(ge=0, le=100_000_000)] = 0
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] = 10
+    optimizer: Literal["sgd"] = "sgd"
+    lr: float = Field(0.01, gt=0, le=1e3)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    loss: Literal["cross_entropy", "quadratic"] = Field(
+        "cross_entropy", description="−log P(y|x) (paper) or the quadratic cost of §4.1 / Fig 5"
+    )
+    seed: int = Field(0, ge=0, description="seed of the initial weights")
+
+
+class JacobianSpec(_Strict):
+    """Per-layer Jacobians J^i = ∂z^{i+1}/∂z^i = diag(f'(s)) Wᵀ and the end-to-end one (input → last hidden)."""
+
+    mode: Literal["exact", "estimate", "off"] = "exact"
+    examples: Annotated[int, Field(ge=1, le=4096)] = 16
+    end_to_end: bool = True
+    estimate_iterations: Annotated[int, Field(ge=2, le=512)] = Field(
+        32, description="Lanczos steps per example in estimate mode"
+    )
+
+
+class DiagnosticsSpec(_Strict):
+    """What is measured, how often, on how many fixed monitor examples (paper: 300 test examples)."""
+
+    every: Annotated[int, Field(ge=1)] = 1000
+    monitor_examples: Annotated[int, Field(ge=1, le=100_000)] = 300
+    histogram_bins: Annotated[int, Field(ge=4, le=1000)] = 50
+    jacobian: JacobianSpec = Field(default_factory=JacobianSpec)
+
+
+DeviceName = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")]
+
+
+class ExperimentSpec(_Strict):
+    """A whole experiment: model, data, training and diagnostics (DESIGN.md, ExperimentSpec)."""
+
+    schema_version: Literal[1] = 1
+    name: str = Field("experiment", min_length=1, max_length=200)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    diagnostics: DiagnosticsSpec = Field(default_factory=DiagnosticsSpec)
+    device: DeviceName = "auto"
+
+    @model_validator(mode="after")
+    def _consistent(self, info: ValidationInfo) -> ExperimentSpec:
+        errors: list[InitErrorDetails] = []
+        cap = _parameter_cap(info.context)
+        count = self.model.parameter_count
+        if count > cap:
+            errors.append(_error("parameter_cap", ("model", "hidden"), self.model.hidden,
+                                 f"the model has {count:,} parameters, above the cap of {cap:,}"))
+        in_dim, classes = DATASET_SHAPES[self.data.dataset]
+        if self.model.input_dim != in_dim:
+            errors.append(_error("dataset_mismatch", ("model", "input_dim"), self.model.input_dim,
+                                 f"{self.data.dataset} has {in_dim} inputs"))
+        if self.model.num_classes != classes:
+            errors.append(_error("dataset_mismatch", ("model", "num_classes"), self.model.num_classes,
+                                 f"{self.data.dataset} has {classes} classes"))
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
+
+def _error(kind: str, loc: tuple[str, ...], value: Any, message: str) -> InitErrorDetails:
+    """A field-level error raised from a cross-field check, so its path points at the field at fault."""
+    return InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=value)
+
+
+def _parameter_cap(context: Any) -> int:
+    if isinstance(context, dict) and context.get("max_parameters") is not None:
+        return int(context["max_parameters"])
+    return int(os.environ.get("GLOROT_MAX_PARAMETERS", DEFAULT_MAX_PARAMETERS))
+
+
+def validate_spec(data: Any, *, max_parameters: int | None = None) -> ExperimentSpec:
+    """Validate a JSON-like object into an ExperimentSpec; raises ``pydantic.ValidationError``."""
+    return ExperimentSpec.model_validate(data, context={"max_parameters": max_parameters})
