@@ -59,7 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     p.set_defaults(func=_cmd_run)
     for ep in entry_points(group="glorot.cli"):
-        ep.load()(sub)
+        try:
+            register = ep.load()
+        except ModuleNotFoundError as e:  # a partial install: core commands still work
+            print(f"glorot: commands from {ep.value} unavailable: {e}", file=sys.stderr)
+            continue
+        register(sub)
     return parser
 
 
