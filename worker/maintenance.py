@@ -1,0 +1,175 @@
+"""The sweeper and the reaper loop that every Celery worker runs beside itself, in a spawned process.
+
+* The **reaper** (``worker.execute.reap_stale_jobs``) settles RUNNING jobs whose heartbeat went stale:
+  their worker died (SIGKILL, OOM, lost machine), or the hard time limit killed the job. It re-queues
+  them while attempts remain, or fails them with a reason. Jobs it re-queues are dispatched at once.
+* The **sweeper** (:func:`sweep_queued`) re-dispatches jobs left QUEUED longer than
+  ``sweeper_queued_after_s`` since they were last dispatched: their message was lost (a Redis restart
+  without persistence, kill -9 of a worker holding a message, a publish that failed after the commit),
+  or a worker stopped consuming after a reconnect (celery#8030). A duplicate message is harmless: the
+  claim is a conditional UPDATE, so only one delivery runs the job. ``dispatched_at`` is advanced by a
+  compare-and-set before publishing, so many sweepers together send one message per job per period.
+
+The loop runs in its own process started with ``subprocess`` (never forked from the worker's parent,
+see ``worker.celery_app.MaintenanceStep``) and exits when its parent worker is gone. It can also run
+alone: ``python -m worker.maintenance`` (one per deployment is enough; more are harmless).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.db import session_factory
+from api.models import Job, JobState, utcnow
+from api.settings import Settings, get_settings
+
+log = logging.getLogger("glorot.maintenance")
+
+#: Most jobs one sweep re-dispatches (the rest wait for the next sweep).
+SWEEP_BATCH = 500
+
+
+def sweep_queued(
+    factory: sessionmaker[Session],
+    settings: Settings,
+    enqueue: Callable[[str], Any],
+    *,
+    now: datetime | None = None,
+) -> list[str]:
+    """Re-dispatch jobs QUEUED for longer than ``settings.sweeper_queued_after_s`` since their last
+    dispatch (or their creation, if never dispatched). Returns the ids it dispatched.
+
+    Each job is taken by a conditional UPDATE of ``dispatched_at`` (compare-and-set on the value it
+    read, and on the state still being QUEUED), committed *before* the message is published, so a
+    worker never receives an id whose row is not visible, and two sweepers never both send it.
+    """
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=settings.sweeper_queued_after_s)
+    with factory() as session:
+        rows = session.execute(
+            select(Job.id, Job.dispatched_at)
+            .where(
+                Job.state == JobState.QUEUED.value,
+                or_(Job.dispatched_at < cutoff, and_(Job.dispatched_at.is_(None), Job.created_at < cutoff)),
+            )
+            .order_by(Job.created_at)
+            .limit(SWEEP_BATCH)
+        ).all()
+    taken: list[str] = []
+    for job_id, seen in rows:
+        with factory() as session, session.begin():
+            cond = Job.dispatched_at.is_(None) if seen is None else Job.dispatched_at == seen
+            res = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == JobState.QUEUED.value, cond)
+                .values(dispatched_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        if res.rowcount == 1:  # type: ignore[attr-defined]
+            taken.append(job_id)
+    for job_id in taken:
+        try:
+            enqueue(job_id)
+        except Exception:  # the broker is down: the next sweep tries again
+            log.exception("sweeper: could not dispatch job %s", job_id)
+    if taken:
+        log.warning("sweeper: re-dispatched %d job(s) left QUEUED: %s", len(taken), ", ".join(taken[:10]))
+    return taken
+
+
+def maintenance_once(factory: sessionmaker[Session], settings: Settings, enqueue: Callable[[str], Any]) -> None:
+    """One round: reap stale RUNNING jobs (dispatching those it re-queues), then sweep QUEUED ones."""
+    from worker.execute import reap_stale_jobs
+
+    requeued = reap_stale_jobs(factory, settings)
+    for job_id in requeued or ():
+        try:
+            enqueue(job_id)
+        except Exception:
+            log.exception("reaper: could not dispatch re-queued job %s", job_id)
+    sweep_queued(factory, settings, enqueue)
+
+
+def run_loop(settings: Settings, *, parent_pid: int | None = None, stop: Callable[[], bool] = lambda: False) -> None:
+    """Run :func:`maintenance_once` every ``reaper_interval_s`` until ``stop()``, a signal, or the death
+    of ``parent_pid``. A failing round (database or broker down) is logged and retried next round."""
+    from worker.tasks import enqueue_job
+
+    factory = session_factory(settings.resolved_database_url)
+    interval = settings.reaper_interval_s
+    log.info("maintenance: reaper and sweeper every %.1fs (parent %s)", interval, parent_pid)
+    next_round = time.monotonic()
+    while not stop():
+        if parent_pid is not None and os.getppid() != parent_pid:
+            log.info("maintenance: parent worker %d is gone; exiting", parent_pid)
+            return
+        if time.monotonic() >= next_round:
+            try:
+                maintenance_once(factory, settings, enqueue_job)
+            except Exception:
+                log.exception("maintenance round failed; retrying in %.1fs", interval)
+            next_round = time.monotonic() + interval
+        time.sleep(min(0.5, interval))
+
+
+def start_maintenance_process(parent_pid: int) -> subprocess.Popen[bytes]:
+    """Start ``python -m worker.maintenance --parent-pid PID`` with this process's environment."""
+    cmd = [sys.executable, "-m", "worker.maintenance", "--parent-pid", str(parent_pid)]
+    proc = subprocess.Popen(cmd, start_new_session=False)
+    log.info("maintenance process %d started", proc.pid)
+    return proc
+
+
+def stop_maintenance_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Ask the maintenance process to stop (SIGTERM); kill it if it has not stopped in ``timeout``."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker.maintenance", description=__doc__.splitlines()[0])
+    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
+    parser.add_argument("--once", action="store_true", help="one round, then exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    if not settings.broker_url:
+        log.error("maintenance needs GLOROT_BROKER_URL (the embedded local runner reaps and sweeps itself)")
+        return 2
+    if args.once:
+        from worker.tasks import enqueue_job
+
+        maintenance_once(session_factory(settings.resolved_database_url), settings, enqueue_job)
+        return 0
+    stopping = False
+
+    def _stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    run_loop(settings, parent_pid=args.parent_pid, stop=lambda: stopping)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
