@@ -14,26 +14,27 @@ Tensor = torch.Tensor
 def fixed_histogram(values: Tensor, edges: Tensor) -> dict[str, Tensor]:
     """Histogram of ``values`` over ``edges`` (ascending, k+1 of them) without leaving the device.
 
-    Returns device tensors: ``counts`` (k bins, the last one closed on the right), ``underflow`` and
+    Bins are [e_j, e_{j+1}) except the last, [e_{k-1}, e_k], so a saturated tanh output of exactly
+    ±1.0 lands in the outer bins. Returns device tensors: ``counts`` (k bins), ``underflow`` and
     ``overflow`` (finite values outside the edges) and ``nonfinite`` (NaN and ±Inf), so that
     sum(counts) + underflow + overflow + nonfinite == values.numel().
+    One bucketize and one bincount over the data, plus three cheap comparisons for non-finite values.
     """
     v = values.detach().reshape(-1)
-    edges = edges.to(device=v.device, dtype=v.dtype)
-    finite = torch.isfinite(v)
     k = edges.numel() - 1
-    # bucketize(right=True) gives i such that edges[i-1] <= v < edges[i]; value == last edge goes to bin k-1.
-    idx = torch.bucketize(v, edges, right=True) - 1
-    idx = torch.where(v == edges[-1], torch.full_like(idx, k - 1), idx)
-    under = finite & (idx < 0)
-    over = finite & (idx >= k)
-    inside = finite & ~under & ~over
-    counts = torch.bincount(torch.where(inside, idx, torch.full_like(idx, k)), minlength=k + 1)[:k]
+    e = edges.to(device=v.device, dtype=v.dtype).clone()
+    e[-1] = torch.nextafter(e[-1], torch.tensor(float("inf"), dtype=e.dtype, device=e.device))
+    # bucketize(right=True): 0 below e_0, j+1 in bin j, k+1 at or above the last edge; NaN and +Inf → k+1.
+    idx = torch.bucketize(v, e, right=True)
+    full = torch.bincount(idx, minlength=k + 2)
+    nan = torch.isnan(v).sum()
+    pos_inf = (v == float("inf")).sum()
+    neg_inf = (v == float("-inf")).sum()
     return {
-        "counts": counts,
-        "underflow": under.sum(),
-        "overflow": over.sum(),
-        "nonfinite": (~finite).sum(),
+        "counts": full[1:k + 1],
+        "underflow": full[0] - neg_inf,
+        "overflow": full[k + 1] - nan - pos_inf,
+        "nonfinite": nan + pos_inf + neg_inf,
     }
 
 

@@ -1,0 +1,81 @@
+"""Moving a snapshot's device tensors to the host in one synchronisation.
+
+Instruments return nested dicts/lists of tensors. ``to_host`` gathers every tensor, concatenates them
+into one float64 buffer on the device, copies that buffer once, and rebuilds the tree with Python
+numbers and lists: one host synchronisation per snapshot, whatever the number of instruments (unlike
+TensorBoard's per-histogram copies, PITFALLS.md).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+_INT_KINDS = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool)
+
+
+def to_host(tree: Any) -> Any:
+    """Return ``tree`` with every tensor replaced by a Python number (0-d) or nested list."""
+    tensors: list[torch.Tensor] = []
+    _collect(tree, tensors)
+    if not tensors:
+        return tree
+    flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors]).cpu().numpy()
+    pos = [0]
+
+    def rebuild(node: Any) -> Any:
+        if isinstance(node, torch.Tensor):
+            n = node.numel()
+            chunk = flat[pos[0]: pos[0] + n]
+            pos[0] += n
+            as_int = node.dtype in _INT_KINDS
+            values = [_number(x, as_int) for x in chunk.tolist()]
+            if node.dim() == 0:
+                return values[0]
+            return _shape(values, node.shape)
+        if isinstance(node, dict):
+            return {k: rebuild(v) for k, v in node.items()}
+        if isinstance(node, (list, tuple)):
+            return [rebuild(v) for v in node]
+        return node
+
+    return rebuild(tree)
+
+
+def _collect(node: Any, out: list[torch.Tensor]) -> None:
+    if isinstance(node, torch.Tensor):
+        out.append(node)
+    elif isinstance(node, dict):
+        for v in node.values():
+            _collect(v, out)
+    elif isinstance(node, (list, tuple)):
+        for v in node:
+            _collect(v, out)
+
+
+def _number(x: float, as_int: bool) -> float | int:
+    return int(x) if as_int else float(x)
+
+
+def json_safe(tree: Any) -> Any:
+    """Copy of ``tree`` where NaN/±Inf floats become the strings "NaN", "Infinity", "-Infinity".
+
+    JSON has no non-finite numbers; reports must stay parseable by every client and by PostgreSQL's
+    JSONB, and a non-finite value is information we must not drop.
+    """
+    if isinstance(tree, float) and not math.isfinite(tree):
+        return "NaN" if math.isnan(tree) else ("Infinity" if tree > 0 else "-Infinity")
+    if isinstance(tree, dict):
+        return {k: json_safe(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [json_safe(v) for v in tree]
+    return tree
+
+
+def _shape(values: list, shape: torch.Size) -> list:
+    if len(shape) <= 1:
+        return values
+    step = len(values) // shape[0]
+    return [_shape(values[i * step: (i + 1) * step], shape[1:]) for i in range(shape[0])]

@@ -1,0 +1,41 @@
+"""Saturation of one hidden layer under its activation's rule (DESIGN.md; paper §3).
+
+A unit's output is saturated when it lies within the activation's threshold of an asymptote (sigmoid
+near 0 or 1, tanh and softsign near ±1) or, for relu, is exactly 0. ``fraction`` counts saturated
+outputs over all units and monitor examples; ``dead_units`` counts units saturated on *every* monitor
+example (they pass no gradient at all, paper §3.1's top sigmoid layer).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from glorot_core.activations import Activation
+
+Tensor = torch.Tensor
+
+
+def saturation_stats(z: Tensor, activation: Activation) -> dict[str, object]:
+    """Saturated fractions (total, low, high) and the fraction of units saturated on every example."""
+    low, high = activation.saturation_masks(z.detach())
+    either = low | high
+    n = max(z.numel(), 1)
+    return {
+        "fraction": either.sum() / n,
+        "low": low.sum() / n,
+        "high": high.sum() / n,
+        "dead_units": either.all(dim=0).float().mean(),
+        "threshold": activation.saturation_threshold if not activation.dead_at_zero else 0.0,
+        "rule": saturation_rule(activation),
+    }
+
+
+def saturation_rule(activation: Activation) -> str:
+    """Human-readable rule, reported beside the numbers."""
+    if activation.dead_at_zero:
+        return "output == 0 (dead)"
+    if activation.saturation_threshold is None:
+        return "never saturates"
+    lo, hi = activation.output_range
+    t = activation.saturation_threshold
+    return f"output <= {lo + t:g} (low) or >= {hi - t:g} (high)"

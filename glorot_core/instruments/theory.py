@@ -1,0 +1,114 @@
+"""The paper's linear-regime theory (§4.2, eqs 5–7) and the mean-field χ, beside the measured values.
+
+Row-vector convention of the paper, in glorot's indexing (models.py): s_i = z_{i-1} W_i + b_i,
+z_i = f(s_i), z_0 = x, layers i = 1..L hidden and L+1 the softmax output. With f'(s) ≈ 1 and
+independent weights:
+
+* eq. (5): Var[z_i] = Var[x] · ∏_{k ≤ i} n_{k-1} Var[W_k]          ("forward gain" n_in·Var[W])
+* eq. (6): Var[∂C/∂s_i] = Var[∂C/∂s_{L+1}] · ∏_{k > i} n_k Var[W_k]  ("backward gain" n_out·Var[W])
+* eq. (7)/(14): Var[∂C/∂W_i] ∝ Var[z_{i-1}] · Var[∂C/∂s_i], the same for every layer when all
+  gains are equal, although back-propagated gradients may vanish or explode.
+
+The eq. 5–6 predictions assume f'(0) = 1 and an odd f (tanh, softsign, linear); for the others the
+report says ``applies: false``. The mean-field χ_i = n_{i-1} Var[W_i] · E[f'(s_i)²] (Pennington et al.,
+2017) is the factor by which the mean squared singular value of J and the gradient variance change per
+layer; criticality is χ = 1 and the depth scale is ξ = −1/ln χ (Schoenholz et al., 2017).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from glorot_core.activations import Activation
+
+Tensor = torch.Tensor
+
+LINEAR_REGIME = 0.9
+"""A unit is in the linear regime when f'(s) ≥ 0.9 · max f' (reported as ``linear_fraction``)."""
+
+
+def theory_applies(activation: Activation) -> bool:
+    """Eqs 5–6 need f'(0) = 1 and an odd f."""
+    return activation.name in ("tanh", "softsign", "linear")
+
+
+def layer_mean_field(s: Tensor, activation: Activation, weight: Tensor) -> dict[str, Tensor]:
+    """Device-side inputs of the theory for one layer: gains, E[f'(s)²], χ and the linear fraction."""
+    d = activation.derivative(s.detach())
+    peak = activation.derivative(torch.zeros(1, device=s.device, dtype=s.dtype)).abs().clamp_min(1e-12)
+    if activation.dead_at_zero or activation.name == "linear":
+        peak = torch.ones_like(peak)
+    fan_out, fan_in = weight.shape
+    var_w = weight.detach().var().to(torch.float64)
+    e_d2 = (d * d).mean().to(torch.float64)
+    return {
+        "weight_var": var_w,
+        "forward_gain": fan_in * var_w,
+        "backward_gain": fan_out * var_w,
+        "mean_sq_derivative": e_d2,
+        "chi": fan_in * var_w * e_d2,
+        "linear_fraction": (d.abs() >= LINEAR_REGIME * peak).float().mean(),
+    }
+
+
+def theory_table(
+    activation: Activation,
+    input_var: float,
+    output_grad_var: float,
+    measured: list[dict[str, Any]],
+    mean_field: list[dict[str, Any]],
+    output_backward_gain: float,
+) -> list[dict[str, Any]]:
+    """Per-layer predictions of eqs 5–7 beside the measured values (all host numbers).
+
+    ``measured[i]`` has ``activation_var``, ``backprop_var``, ``weight_grad_var`` of hidden layer i+1;
+    ``mean_field[i]`` is ``layer_mean_field`` of layer i+1 on the host; ``output_backward_gain`` is
+    n_out·Var[W_{L+1}] of the output layer's weights.
+    """
+    L = len(measured)
+    applies = theory_applies(activation)
+    fwd = [float(m["forward_gain"]) for m in mean_field]
+    bwd = [float(m["backward_gain"]) for m in mean_field[1:]] + [output_backward_gain]
+    rows: list[dict[str, Any]] = []
+    act_pred = input_var
+    back_pred = [0.0] * L
+    acc = output_grad_var
+    for i in reversed(range(L)):
+        acc *= bwd[i]
+        back_pred[i] = acc
+    for i in range(L):
+        act_pred *= fwd[i]
+        chi = float(mean_field[i]["chi"])
+        rows.append({
+            "index": i + 1,
+            "applies": applies,
+            "forward_gain": fwd[i],
+            "backward_gain": bwd[i],
+            "predicted_activation_var": act_pred,
+            "measured_activation_var": measured[i]["activation_var"],
+            "predicted_backprop_var": back_pred[i],
+            "measured_backprop_var": measured[i]["backprop_var"],
+            "measured_weight_grad_var": measured[i]["weight_grad_var"],
+            "weight_grad_var_ratio_to_layer1": _ratio(measured[i]["weight_grad_var"], measured[0]["weight_grad_var"]),
+            "chi": chi,
+            "depth_scale": _depth_scale(chi),
+            "mean_sq_derivative": float(mean_field[i]["mean_sq_derivative"]),
+            "linear_fraction": float(mean_field[i]["linear_fraction"]),
+        })
+    return rows
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b not in (0, 0.0) and math.isfinite(a) and math.isfinite(b) else None
+
+
+def _depth_scale(chi: float) -> float | str | None:
+    """ξ = −1/ln χ: the depth over which signals decay (χ < 1) or grow (χ > 1, negative ξ)."""
+    if not math.isfinite(chi) or chi <= 0:
+        return None
+    if chi == 1.0:
+        return "Infinity"
+    return -1.0 / math.log(chi)

@@ -1,0 +1,112 @@
+"""Rule-based findings ("verdicts") read off a report: each has a stable code, a severity, the layer,
+a message, and the numbers behind it, so a tool can act on them without parsing prose.
+
+Thresholds are module constants, documented where they are defined; they follow the paper where it
+gives a number (standard init shrinks std by ≈0.58 per layer, Jacobian mean singular value ≈0.5 vs
+≈0.8 with normalized init).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+SATURATED_FRACTION = 0.5
+"""A layer is flagged when at least half of its outputs on the monitor set are saturated."""
+DEAD_UNITS_FRACTION = 0.1
+"""…or when at least 10 % of its units are saturated/dead on every monitor example."""
+GRADIENT_RATIO_LOW, GRADIENT_RATIO_HIGH = 0.8, 1.25
+"""Per-layer geometric-mean ratio of ∂C/∂s std between successive layers (lower over upper): below
+0.8 the back-propagated gradient shrinks by >20 % per layer going down (standard init gives ≈0.58),
+above 1.25 it grows."""
+JACOBIAN_LOW, JACOBIAN_HIGH = 0.6, 1 / 0.6
+"""Mean singular value of J^i: ≈0.5 under standard init (flagged), ≈0.75 under normalized (not)."""
+NO_LEARNING_MARGIN = 0.02
+"""Test error within 2 points of always predicting the majority class counts as nothing learned."""
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def verdict(code: str, severity: str, message: str, *, layer: int | None = None, step: int | None = None,
+            **values: Any) -> dict[str, Any]:
+    return {"code": code, "severity": severity, "layer": layer, "step": step, "message": message,
+            "values": values}
+
+
+def diagnose(report: dict[str, Any], majority_error: float | None) -> list[dict[str, Any]]:
+    """All verdicts of a report, from its first (initialisation) and last snapshots."""
+    out: list[dict[str, Any]] = []
+    snaps = report.get("snapshots", [])
+    end = report.get("end", {})
+    if end.get("diverged"):
+        d = end["diverged_at"]
+        out.append(verdict(
+            "diverged", "error",
+            f"training diverged at step {d['step']}: {d['reason']}"
+            + (f"; first non-finite weights in layer {d['layer']}" if d.get("layer") else ""),
+            layer=d.get("layer"), step=d["step"], reason=d["reason"], loss=d.get("loss"),
+        ))
+    if not snaps:
+        return out
+    checked = [snaps[0]] if len(snaps) == 1 else [snaps[0], snaps[-1]]
+    for snap in checked:
+        out.extend(_snapshot_verdicts(snap))
+    last = snaps[-1]
+    err = _num(last.get("test_error"))
+    if last["step"] > 0 and err is not None and majority_error is not None and \
+            err >= majority_error - NO_LEARNING_MARGIN:
+        out.append(verdict(
+            "no_learning", "warning",
+            f"test error {err:.1%} is no better than always predicting the majority class "
+            f"({majority_error:.1%}) after {last['step']} updates",
+            step=last["step"], test_error=err, majority_error=majority_error,
+        ))
+    return out
+
+
+def _snapshot_verdicts(snap: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    step = snap["step"]
+    layers = snap["layers"]
+    for lay in layers:
+        i = lay["index"]
+        nonfinite = {k: lay[k].get("nonfinite") for k in ("activation", "backprop_grad", "weight_grad")
+                     if lay.get(k) and lay[k].get("nonfinite")}
+        if nonfinite:
+            out.append(verdict("non_finite", "error", f"layer {i} has non-finite values: {nonfinite}",
+                               layer=i, step=step, counts=nonfinite))
+        sat = lay["saturation"]
+        for side in ("low", "high"):
+            frac = _num(sat.get(side))
+            if frac is not None and frac >= SATURATED_FRACTION:
+                out.append(verdict(
+                    f"saturated_{side}", "warning",
+                    f"layer {i}: {frac:.0%} of outputs saturated {side} ({sat.get('rule')}) at step {step}",
+                    layer=i, step=step, fraction=frac, threshold=sat.get("threshold"),
+                ))
+        dead = _num(sat.get("dead_units"))
+        if dead is not None and dead >= DEAD_UNITS_FRACTION:
+            out.append(verdict("dead_units", "warning",
+                               f"layer {i}: {dead:.0%} of units saturated or dead on every monitor example",
+                               layer=i, step=step, fraction=dead))
+        jac = lay.get("jacobian") or {}
+        msv = _num(jac.get("mean_sv"))
+        if msv is not None and not JACOBIAN_LOW <= msv <= JACOBIAN_HIGH:
+            code = "jacobian_contracting" if msv < JACOBIAN_LOW else "jacobian_expanding"
+            out.append(verdict(code, "warning",
+                               f"J^{i} mean singular value {msv:.3f} is far from 1 at step {step}",
+                               layer=i, step=step, mean_sv=msv, mean_sq_sv=_num(jac.get("mean_sq_sv"))))
+    stds = [_num(lay["backprop_grad"].get("std")) for lay in layers]
+    if len(stds) >= 2 and all(s is not None and s > 0 for s in stds):
+        ratio = (stds[0] / stds[-1]) ** (1 / (len(stds) - 1))
+        if ratio < GRADIENT_RATIO_LOW or ratio > GRADIENT_RATIO_HIGH:
+            code = "vanishing_gradient" if ratio < GRADIENT_RATIO_LOW else "exploding_gradient"
+            out.append(verdict(
+                code, "warning",
+                f"back-propagated gradient std changes by ×{ratio:.2f} per layer going down "
+                f"(layer 1: {stds[0]:.3g}, layer {len(stds)}: {stds[-1]:.3g}) at step {step}",
+                step=step, per_layer_ratio=ratio, stds=stds,
+            ))
+    return out
