@@ -1,0 +1,135 @@
+"""The FastAPI application: ``create_app(settings)``; ``glorot serve`` runs it under uvicorn.
+
+In the embedded mode (no broker) the app's lifespan starts the local runner (worker.local_runner)
+beside the API in the same server process; with a broker, jobs go to Celery and nothing runs here.
+OpenAPI docs: /docs (Swagger UI), /redoc, /openapi.json.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select
+
+from api import problems
+from api.db import session_factory
+from api.deps import AppContext
+from api.dispatch import LocalDispatcher, make_dispatcher
+from api.middleware import BodyLimitMiddleware, BodyTooLarge, PrometheusMiddleware
+from api.models import Job, JobState
+from api.routes import ops, router
+from api.settings import Settings, get_settings
+
+log = logging.getLogger("glorot.api")
+
+
+class JobStateCollector:
+    """``glorot_jobs{state=…}``: job counts per state, read from the database at scrape time."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        g = GaugeMetricFamily("glorot_jobs", "jobs per state (all tenants)", labels=["state"])
+        try:
+            with self.ctx.factory() as s:
+                counts = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())
+        except Exception:
+            log.exception("metrics: cannot count jobs")
+            return
+        for state in JobState:
+            g.add_metric([state.value], counts.get(state.value, 0))
+        yield g
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    from glorot_core.spec import ExperimentSpec
+
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    spec_schema = ExperimentSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(spec_schema.pop("$defs", {}))
+    components["ExperimentSpec"] = spec_schema
+    components["Problem"] = {
+        "type": "object", "description": "RFC 9457 problem details",
+        "properties": {
+            "type": {"type": "string", "example": "urn:glorot:problem:validation-error"},
+            "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
+            "instance": {"type": "string"},
+            "errors": {"type": "array", "items": {"type": "object", "properties": {
+                "loc": {"type": "array", "items": {}}, "field": {"type": "string"}, "pointer": {"type": "string"},
+                "message": {"type": "string"}, "code": {"type": "string"}}}},
+        },
+        "required": ["type", "title", "status", "detail"],
+    }
+    schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    for path, item in schema.get("paths", {}).items():
+        if path.startswith("/v1/"):
+            for op in item.values():
+                op["security"] = [{"bearer": []}]
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(settings: Settings | None = None, *, start_runner: bool | None = None) -> FastAPI:
+    """The app for ``settings``. ``start_runner``: start the local runner in the lifespan (default: when
+    there is no broker and ``settings.local_runner``)."""
+    settings = settings or get_settings()
+    dispatcher = make_dispatcher(settings)
+    ctx = AppContext(settings=settings, factory=session_factory(settings.resolved_database_url),
+                     dispatcher=dispatcher, secret=settings.secret_bytes())
+    run_local = isinstance(dispatcher, LocalDispatcher) and (
+        settings.local_runner if start_runner is None else start_runner)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runner = None
+        if run_local:
+            from worker.local_runner import LocalRunner
+
+            runner = LocalRunner(settings, ctx.factory)
+            runner.start()
+            assert isinstance(dispatcher, LocalDispatcher)
+            dispatcher.attach(runner.wake, runner.is_alive)
+            app.state.runner = runner
+        try:
+            yield
+        finally:
+            if runner is not None:
+                runner.stop()
+
+    app = FastAPI(
+        title="glorot",
+        version="1",
+        description="Layer-by-layer signal and gradient flow diagnostics (Glorot & Bengio, 2010) as a service. "
+        "Authenticate with `Authorization: Bearer <api key>` (create one with `glorot keys create --tenant NAME`). "
+        "Errors are RFC 9457 `application/problem+json`.",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    app.state.runner = None
+    app.state.registry = registry = CollectorRegistry()
+    registry.register(JobStateCollector(ctx))
+    problems.install(app)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return problems.problem_response(413, "payload-too-large", str(exc), instance=request.url.path,
+                                         limit=exc.limit)
+
+    app.include_router(router)
+    app.include_router(ops)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(PrometheusMiddleware, registry=registry)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app

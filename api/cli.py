@@ -1,0 +1,235 @@
+"""Service commands of the ``glorot`` CLI (registered through the ``glorot.cli`` entry-point group):
+
+    glorot serve [--host H] [--port P]      API + (without a broker) the local runner
+    glorot db upgrade|downgrade|current     Alembic migrations, the only way the schema is made
+    glorot keys create --tenant NAME        a new API key, printed as the last line
+    glorot submit SPEC.json [--wait]        submit; --wait shows a progress bar until the job ends
+    glorot status ID                        the job as JSON
+    glorot report ID [-o FILE]              the report as JSON
+
+Client commands read $GLOROT_URL (default http://127.0.0.1:8000) and $GLOROT_API_KEY, or --url/--api-key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add the service commands to ``glorot``'s subparsers."""
+    p = sub.add_parser("serve", help="run the HTTP API (and, without a broker, the local job runner)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("db", help="database schema migrations (Alembic)")
+    dsub = p.add_subparsers(dest="db_command", required=True)
+    q = dsub.add_parser("upgrade", help="migrate the database to a revision (default: head)")
+    q.add_argument("revision", nargs="?", default="head")
+    q.set_defaults(func=_cmd_db_upgrade)
+    q = dsub.add_parser("downgrade", help="migrate down to a revision (e.g. base)")
+    q.add_argument("revision")
+    q.set_defaults(func=_cmd_db_downgrade)
+    q = dsub.add_parser("current", help="print the database's schema revision")
+    q.set_defaults(func=_cmd_db_current)
+
+    p = sub.add_parser("keys", help="API keys")
+    ksub = p.add_subparsers(dest="keys_command", required=True)
+    q = ksub.add_parser("create", help="create an API key for a tenant (created if new); prints it last")
+    q.add_argument("--tenant", required=True)
+    q.set_defaults(func=_cmd_keys_create)
+
+    for name, helptext, func in (
+        ("submit", "submit an experiment spec to the service", _cmd_submit),
+        ("status", "print a job's state and progress as JSON", _cmd_status),
+        ("report", "print or save a job's report", _cmd_report),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--url", default=None, help="service URL (default $GLOROT_URL or http://127.0.0.1:8000)")
+        p.add_argument("--api-key", default=None, help="API key (default $GLOROT_API_KEY)")
+        if name == "submit":
+            p.add_argument("spec", help="spec JSON file, or - for stdin")
+            p.add_argument("--wait", action="store_true", help="wait for the job to end, with a progress bar")
+            p.add_argument("--idempotency-key", default=None)
+            p.add_argument("--poll", type=float, default=1.0, help="seconds between polls with --wait")
+        else:
+            p.add_argument("job_id")
+        if name == "report":
+            p.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
+        p.set_defaults(func=func)
+
+
+# ------------------------------------------------------------------------------------------- server
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from api.settings import get_settings
+
+    settings = get_settings()
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    url = settings.resolved_database_url
+    if settings.should_auto_migrate:
+        from api.migrate import upgrade
+
+        upgrade(url)
+    else:
+        from api.migrate import current_revision, head_revision
+
+        if current_revision(url) != head_revision():
+            print("glorot serve: the database schema is not at head; run `glorot db upgrade` first", file=sys.stderr)
+            return 2
+    from api.app import create_app
+
+    mode = f"celery via {settings.broker_url.split('@')[-1]}" if settings.broker_url else "local runner"
+    print(f"glorot serve: http://{args.host}:{args.port} ({mode}; docs at /docs)", file=sys.stderr)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, workers=1)
+    return 0
+
+
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from api.migrate import current_revision, upgrade
+    from api.settings import get_settings
+
+    url = get_settings().resolved_database_url
+    upgrade(url, args.revision)
+    print(f"database at revision {current_revision(url)}")
+    return 0
+
+
+def _cmd_db_downgrade(args: argparse.Namespace) -> int:
+    from api.migrate import current_revision, downgrade
+    from api.settings import get_settings
+
+    url = get_settings().resolved_database_url
+    downgrade(url, args.revision)
+    print(f"database at revision {current_revision(url)}")
+    return 0
+
+
+def _cmd_db_current(args: argparse.Namespace) -> int:
+    from api.migrate import current_revision
+    from api.settings import get_settings
+
+    print(current_revision(get_settings().resolved_database_url) or "(empty: run `glorot db upgrade`)")
+    return 0
+
+
+def _cmd_keys_create(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from api.db import session_factory, transaction
+    from api.services import create_api_key
+    from api.settings import get_settings
+
+    settings = get_settings()
+    if settings.should_auto_migrate:  # embedded default: `keys create` may come before the first `serve`
+        from api.migrate import upgrade
+
+        upgrade(settings.resolved_database_url)
+    try:
+        with transaction(session_factory(settings.resolved_database_url)) as session:
+            key, tenant = create_api_key(session, args.tenant, settings.secret_bytes())
+    except (OperationalError, ProgrammingError) as e:
+        print(f"glorot keys create: database not ready ({type(e).__name__}); run `glorot db upgrade`",
+              file=sys.stderr)
+        return 2
+    print(f"created an API key for tenant {tenant.name!r} (id {tenant.id}); it is shown only once:")
+    print(key)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- client
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from api.client import GlorotClient
+
+    return GlorotClient(args.url, args.api_key)
+
+
+def _run_client(fn: Any) -> int:
+    import httpx
+
+    from api.client import GlorotAPIError
+
+    try:
+        return int(fn() or 0)
+    except GlorotAPIError as e:
+        print(f"glorot: {e}", file=sys.stderr)
+        return 1
+    except httpx.HTTPError as e:
+        print(f"glorot: cannot reach the service: {e}", file=sys.stderr)
+        return 2
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from glorot_core.cli import _load_json
+
+    try:
+        spec = _load_json(args.spec)
+    except (OSError, json.JSONDecodeError) as e:
+        print(f"glorot submit: cannot read {args.spec}: {e}", file=sys.stderr)
+        return 2
+
+    def go() -> int:
+        with _client(args) as c:
+            job = c.submit(spec, idempotency_key=args.idempotency_key)
+            print(f"submitted job {job['id']} ({job['state']})", file=sys.stderr)
+            if not args.wait:
+                print(job["id"])
+                return 0
+            job = _wait_with_bar(c, job["id"], args.poll)
+            print(json.dumps({k: job[k] for k in ("id", "state", "attempt", "error")}))
+            return 0 if job["state"] == "SUCCEEDED" else 1
+
+    return _run_client(go)
+
+
+def _wait_with_bar(client: Any, job_id: str, poll_s: float) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=1000, file=sys.stderr, unit="‰", bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}")
+
+    def update(job: dict[str, Any]) -> None:
+        p = job.get("progress") or {}
+        bar.n = int(1000 * float(p.get("fraction") or 0.0))
+        steps = f" step {p.get('step')}/{p.get('total_steps')}" if p.get("total_steps") else ""
+        bar.set_description(f"{job['state'].lower():9s} {p.get('phase', '')}{steps}")
+        bar.refresh()
+
+    try:
+        return client.wait(job_id, poll_s=poll_s, on_update=update)
+    finally:
+        bar.close()
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    def go() -> int:
+        with _client(args) as c:
+            print(json.dumps(c.job(args.job_id), indent=1))
+        return 0
+
+    return _run_client(go)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    def go() -> int:
+        with _client(args) as c:
+            text = json.dumps(c.report(args.job_id), indent=1)
+        if args.output == "-":
+            print(text)
+        else:
+            Path(args.output).write_text(text)
+            print(f"wrote {args.output}", file=sys.stderr)
+        return 0
+
+    return _run_client(go)

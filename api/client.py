@@ -1,0 +1,116 @@
+"""A small typed client of the glorot REST API (httpx), used by ``glorot submit/status/report``.
+
+    from api.client import GlorotClient
+    with GlorotClient("http://127.0.0.1:8000", api_key) as c:
+        job = c.submit({"model": {"hidden": [100, 100]}, "train": {"steps": 1000}})
+        job = c.wait(job["id"])
+        report = c.report(job["id"])
+
+Errors come back as :class:`GlorotAPIError` carrying the RFC 9457 problem document.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class GlorotAPIError(Exception):
+    """An error answer; ``problem`` is the problem+json body (or a minimal one for non-JSON answers)."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status, self.problem = status, problem
+        detail = problem.get("detail") or problem.get("title") or "error"
+        lines = [f"HTTP {status}: {detail}"]
+        lines += [f"  {e.get('field') or '.'.join(map(str, e.get('loc', [])))}: {e.get('message')}"
+                  for e in problem.get("errors", [])]
+        super().__init__("\n".join(lines))
+
+
+class GlorotClient:
+    """Typed access to /v1. ``base_url`` and ``api_key`` default to $GLOROT_URL and $GLOROT_API_KEY."""
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 30.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        base_url = base_url or os.environ.get("GLOROT_URL", DEFAULT_URL)
+        api_key = api_key or os.environ.get("GLOROT_API_KEY")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> GlorotClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        r = self._http.request(method, path, **kw)
+        if r.status_code >= 400:
+            try:
+                problem = r.json()
+            except ValueError:
+                problem = {"title": r.reason_phrase, "detail": r.text[:500]}
+            raise GlorotAPIError(r.status_code, problem if isinstance(problem, dict) else {"detail": str(problem)})
+        return r
+
+    def submit(self, spec: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
+        """POST /v1/experiments → the QUEUED job (or the original one for a repeated idempotency key)."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._call("POST", "/v1/experiments", json=spec, headers=headers).json()
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/jobs/{job_id}").json()
+
+    def jobs(self, *, state: str | None = None, kind: str | None = None, limit: int | None = None,
+             cursor: str | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in {"state": state, "kind": kind, "limit": limit, "cursor": cursor}.items() if v}
+        return self._call("GET", "/v1/jobs", params=params).json()
+
+    def iter_jobs(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every job matching ``filters``, following the cursors."""
+        cursor = None
+        while True:
+            page = self.jobs(cursor=cursor, **filters)
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/jobs/{job_id}/cancel").json()
+
+    def report(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/jobs/{job_id}/report").json()
+
+    def metrics(self, job_id: str, *, layer: list[int] | None = None, statistic: list[str] | None = None,
+                limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"layer": layer or [], "statistic": statistic or []}
+        if limit:
+            params["limit"] = limit
+        if cursor:
+            params["cursor"] = cursor
+        return self._call("GET", f"/v1/jobs/{job_id}/metrics", params=params).json()
+
+    def wait(self, job_id: str, *, poll_s: float = 1.0, timeout_s: float | None = None,
+             on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Poll until the job is terminal (or ``timeout_s`` passes: TimeoutError); returns the last job JSON."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            job = self.job(job_id)
+            if on_update is not None:
+                on_update(job)
+            if job["state"] in TERMINAL:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['state']} after {timeout_s} s")
+            time.sleep(poll_s)

@@ -1,0 +1,200 @@
+"""The v1 routes (DESIGN.md, "REST contract") and the operational ones (/healthz, /readyz, /metrics)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from sqlalchemy import text
+
+from api import services
+from api.deps import CtxDep, PrincipalDep, SessionDep
+from api.models import JobState
+from api.problems import PROBLEM_JSON, Problem, field_errors, validation_problem
+from api.schemas import Health, JobOut, JobPage, MetricSeriesOut, MetricsPage
+from api.security import request_hash
+
+router = APIRouter(prefix="/v1")
+ops = APIRouter()
+
+IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+_PROBLEM = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or unknown API key", **_PROBLEM},
+    404: {"description": "no such job for this tenant", **_PROBLEM},
+    422: {"description": "invalid request, with field paths", **_PROBLEM},
+}
+
+
+@router.post(
+    "/experiments",
+    status_code=202,
+    response_model=JobOut,
+    summary="Submit an experiment",
+    description="Validates the ExperimentSpec (422 with field paths when invalid), stores a QUEUED job and "
+    "dispatches it. 202 with `Location: /v1/jobs/{id}`. With `Idempotency-Key`, the same key and body "
+    "return the original job (header `Idempotent-Replayed: true`); the same key with another body is 422.",
+    responses={**COMMON_ERRORS, 413: {"description": "body too large", **_PROBLEM},
+               415: {"description": "not JSON", **_PROBLEM}},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/ExperimentSpec"}}}}},
+)
+async def submit_experiment(
+    request: Request,
+    ctx: CtxDep,
+    principal: PrincipalDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response:
+    from glorot_core.spec import validate_spec
+
+    if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.match(idempotency_key):
+        raise Problem(422, "validation-error", "Idempotency-Key must be 1-255 visible ASCII characters",
+                      title="Invalid request", errors=[{"loc": ["header", "idempotency-key"], "field":
+                      "idempotency-key", "message": "1-255 visible ASCII characters", "code": "string_pattern"}])
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if ctype.startswith("multipart/"):  # lenient otherwise: `curl -d @spec.json` sends a form content type
+        raise Problem(415, "unsupported-media-type", f"send the spec as application/json, not {ctype!r}")
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        pos = getattr(e, "pos", 0)
+        return validation_problem([{"loc": ["body", pos], "field": "", "pointer": "", "message":
+                                    f"invalid JSON: {e}", "code": "json_invalid"}], instance=request.url.path)
+    try:
+        spec = validate_spec(body, max_parameters=ctx.settings.max_parameters)
+    except ValidationError as e:
+        return validation_problem(field_errors(e.errors(), ("body",)), instance=request.url.path)
+    try:
+        body_hash = request_hash(body)
+    except ValueError as e:  # NaN in the body
+        raise Problem(422, "validation-error", f"the body is not plain JSON: {e}") from None
+
+    def create() -> services.Submission:
+        with ctx.factory() as session:
+            return services.submit_job(
+                session, tenant_id=principal.tenant_id, kind="experiment", spec=body,
+                resolved=spec.model_dump(mode="json"), total_steps=spec.train.steps,
+                idempotency_key=idempotency_key, body_hash=body_hash,
+            )
+
+    sub = await run_in_threadpool(create)
+    if sub.created:
+        await run_in_threadpool(ctx.dispatcher.dispatch, sub.job.id)
+    headers = {"Location": f"/v1/jobs/{sub.job.id}"}
+    if not sub.created:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(JobOut.of(sub.job).model_dump(mode="json"), status_code=202, headers=headers)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=COMMON_ERRORS, summary="Read a job")
+def read_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobOut:
+    return JobOut.of(services.get_job(session, principal.tenant_id, job_id))
+
+
+@router.get("/jobs", response_model=JobPage, responses=COMMON_ERRORS, summary="List jobs (newest first)")
+def list_jobs(
+    session: SessionDep,
+    ctx: CtxDep,
+    principal: PrincipalDep,
+    state: Annotated[JobState | None, Query(description="only jobs in this state")] = None,
+    kind: Annotated[str | None, Query(max_length=32, description="only jobs of this kind")] = None,
+    limit: Annotated[int | None, Query(ge=1, description="page size (capped by the server)")] = None,
+    cursor: Annotated[str | None, Query(max_length=2000, description="next_cursor of the previous page")] = None,
+) -> JobPage:
+    size = min(limit or ctx.settings.page_size_default, ctx.settings.page_size_max)
+    jobs, nxt = services.list_jobs(session, tenant_id=principal.tenant_id, secret=ctx.secret, state=state,
+                                   kind=kind, limit=size, cursor=cursor)
+    return JobPage(items=[JobOut.of(j) for j in jobs], next_cursor=nxt)
+
+
+@router.post(
+    "/jobs/{job_id}/cancel", status_code=202, response_model=JobOut, summary="Cancel a job (cooperative)",
+    description="A QUEUED job becomes CANCELLED at once; a RUNNING one gets `cancel_requested` and stops at "
+    "its runner's next check (about a second). 409 if the job is already terminal.",
+    responses={**COMMON_ERRORS, 409: {"description": "already terminal", **_PROBLEM}},
+)
+def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobOut:
+    return JobOut.of(services.cancel_job(session, principal.tenant_id, job_id))
+
+
+@router.get(
+    "/jobs/{job_id}/report", summary="The job's JSON report",
+    description="The report of DESIGN.md (schema_version 1). 409 problem while the job is not SUCCEEDED.",
+    responses={**COMMON_ERRORS, 200: {"content": {"application/json": {"schema": {"type": "object"}}}},
+               409: {"description": "not SUCCEEDED (yet)", **_PROBLEM}},
+)
+def read_report(job_id: str, session: SessionDep, principal: PrincipalDep) -> JSONResponse:
+    return JSONResponse(services.get_report(session, principal.tenant_id, job_id))
+
+
+@router.get(
+    "/jobs/{job_id}/metrics", response_model=MetricsPage, responses=COMMON_ERRORS,
+    summary="Metric time series of a job",
+    description="Series per (layer, statistic) as [step, value] points, written when the job SUCCEEDED. Filter "
+    "with repeated `layer` and `statistic`; at most `limit` points per page (capped), `next_cursor` for more.",
+)
+def read_metrics(
+    job_id: str,
+    session: SessionDep,
+    ctx: CtxDep,
+    principal: PrincipalDep,
+    layer: Annotated[list[int] | None, Query(description="layer index; 0 = whole network")] = None,
+    statistic: Annotated[list[str] | None, Query(description="e.g. activation.std, test_error")] = None,
+    limit: Annotated[int | None, Query(ge=1, description="points per page (capped by the server)")] = None,
+    cursor: Annotated[str | None, Query(max_length=2000)] = None,
+) -> MetricsPage:
+    size = min(limit or ctx.settings.metric_points_default, ctx.settings.metric_points_max)
+    job, series, n, nxt = services.metric_series(
+        session, tenant_id=principal.tenant_id, job_id=job_id, secret=ctx.secret, layers=layer,
+        statistics=statistic, limit=size, cursor=cursor,
+    )
+    return MetricsPage(job_id=job.id, state=JobState(job.state), series=[MetricSeriesOut(**s) for s in series],
+                       points=n, next_cursor=nxt)
+
+
+# -------------------------------------------------------------------------------------- operations
+
+
+@ops.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@ops.get("/readyz", response_model=Health, summary="Readiness: database and broker (or local runner) reachable",
+         responses={503: {"description": "not ready", **_PROBLEM}})
+def readyz(ctx: CtxDep) -> Response:
+    checks: dict[str, str] = {}
+    failed = False
+    try:
+        with ctx.factory() as s:
+            s.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as e:
+        checks["database"], failed = f"error: {type(e).__name__}: {e}"[:300], True
+    name = "broker" if ctx.dispatcher.name == "celery" else "local_runner"
+    try:
+        ctx.dispatcher.check()
+        checks[name] = "ok"
+    except Exception as e:
+        checks[name], failed = f"error: {type(e).__name__}: {e}"[:300], True
+    if failed:
+        return JSONResponse(
+            {"type": "urn:glorot:problem:not-ready", "title": "Service Unavailable", "status": 503,
+             "detail": "; ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok"), "checks": checks},
+            status_code=503, media_type=PROBLEM_JSON,
+        )
+    return JSONResponse(Health(status="ok", checks=checks).model_dump())
+
+
+@ops.get("/metrics", summary="Prometheus metrics", response_class=Response,
+         responses={200: {"content": {"text/plain": {}}}})
+def prometheus_metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)

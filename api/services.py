@@ -1,0 +1,223 @@
+"""Service layer: what the routes (and the CLI) do with the database, free of HTTP details except the
+problems they raise. Every query about jobs is scoped to the caller's tenant: another tenant's id
+behaves exactly like an id that does not exist (404).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.models import ApiKey, Job, JobState, MetricPoint, MetricSeries, Report, Tenant, utcnow
+from api.problems import Problem
+from api.security import (
+    BadToken,
+    generate_api_key,
+    hash_api_key,
+    key_display_prefix,
+    sign_token,
+    verify_token,
+)
+
+# --------------------------------------------------------------------------------------------- keys
+
+
+def create_api_key(session: Session, tenant_name: str, secret: bytes) -> tuple[str, Tenant]:
+    """A new key for ``tenant_name`` (created if missing). The key itself is returned once, never stored."""
+    tenant = session.execute(select(Tenant).where(Tenant.name == tenant_name)).scalar_one_or_none()
+    if tenant is None:
+        tenant = Tenant(name=tenant_name)
+        session.add(tenant)
+        session.flush()
+    key = generate_api_key()
+    session.add(ApiKey(tenant_id=tenant.id, prefix=key_display_prefix(key), key_hash=hash_api_key(key, secret)))
+    session.flush()
+    return key, tenant
+
+
+# --------------------------------------------------------------------------------------------- jobs
+
+
+def get_job(session: Session, tenant_id: int, job_id: str) -> Job:
+    job = session.execute(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id)).scalar_one_or_none()
+    if job is None:
+        raise Problem(404, "job-not-found", f"no job {job_id!r}")
+    return job
+
+
+@dataclass(frozen=True)
+class Submission:
+    job: Job
+    created: bool
+
+
+def submit_job(
+    session: Session, *, tenant_id: int, kind: str, spec: dict[str, Any], resolved: dict[str, Any],
+    total_steps: int | None, idempotency_key: str | None, body_hash: str,
+) -> Submission:
+    """Insert a QUEUED job and commit it; or, for a repeated Idempotency-Key, return the original.
+
+    Same key + same body (canonical JSON hash) → the original job; same key + another body → 422.
+    A concurrent duplicate loses the unique (tenant_id, idempotency_key) race and re-reads.
+    """
+    for _ in range(3):
+        if idempotency_key is not None:
+            existing = session.execute(
+                select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == idempotency_key)
+            ).scalar_one_or_none()
+            if existing is not None:
+                session.rollback()
+                if existing.request_hash != body_hash:
+                    raise Problem(
+                        422, "idempotency-key-reused",
+                        "this Idempotency-Key was already used with a different request body", job_id=existing.id,
+                    )
+                return Submission(existing, created=False)
+        now = utcnow()
+        job = Job(
+            tenant_id=tenant_id, kind=kind, state=JobState.QUEUED.value, attempt=0, spec=spec,
+            resolved_spec=resolved, idempotency_key=idempotency_key, request_hash=body_hash,
+            progress={"fraction": 0.0, "step": 0, "total_steps": total_steps, "phase": "queued", "message": ""},
+            cancel_requested=False, created_at=now, dispatched_at=now,
+        )
+        session.add(job)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            if idempotency_key is None:
+                raise
+            continue
+        return Submission(job, created=True)
+    raise Problem(409, "idempotency-conflict", "concurrent requests with this Idempotency-Key; retry")
+
+
+def cancel_job(session: Session, tenant_id: int, job_id: str) -> Job:
+    """QUEUED → CANCELLED at once; RUNNING → ``cancel_requested`` (the runner stops at its next check).
+    409 when the job is already terminal (terminal states never change)."""
+    job = get_job(session, tenant_id, job_id)
+    now = utcnow()
+    for _ in range(3):
+        if JobState(job.state).terminal:
+            session.rollback()
+            raise Problem(409, "job-terminal", f"job {job_id} is already {job.state}", state=job.state)
+        if job.state == JobState.QUEUED.value:
+            res = session.execute(
+                update(Job).where(Job.id == job_id, Job.state == JobState.QUEUED.value)
+                .values(state=JobState.CANCELLED.value, cancel_requested=True, cancel_requested_at=now,
+                        finished_at=now, progress={**(job.progress or {}), "phase": "done", "message": "cancelled"})
+                .execution_options(synchronize_session=False)
+            )
+        else:
+            res = session.execute(
+                update(Job).where(Job.id == job_id, Job.state == JobState.RUNNING.value)
+                .values(cancel_requested=True, cancel_requested_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        session.commit()
+        session.expire_all()
+        job = get_job(session, tenant_id, job_id)
+        if res.rowcount == 1:  # type: ignore[attr-defined]
+            session.commit()
+            return job
+    session.rollback()
+    raise Problem(409, "job-busy", "the job changed state while cancelling; retry")
+
+
+def get_report(session: Session, tenant_id: int, job_id: str) -> dict[str, Any]:
+    job = get_job(session, tenant_id, job_id)
+    if job.state != JobState.SUCCEEDED.value:
+        raise Problem(
+            409, "report-not-ready", f"job {job_id} is {job.state}; a report exists only once it SUCCEEDED",
+            state=job.state,
+        )
+    body = session.execute(select(Report.body).where(Report.job_id == job_id)).scalar_one_or_none()
+    if body is None:  # SUCCEEDED and the report commit together; this is a broken database
+        raise Problem(500, "report-missing", f"job {job_id} SUCCEEDED but its report is missing")
+    return body
+
+
+# ---------------------------------------------------------------------------------------- pagination
+
+
+def _bad_cursor(e: Exception) -> Problem:
+    return Problem(400, "invalid-cursor", f"{e}; use the next_cursor of a previous page with the same filters")
+
+
+def list_jobs(
+    session: Session, *, tenant_id: int, secret: bytes, state: JobState | None, kind: str | None, limit: int,
+    cursor: str | None,
+) -> tuple[list[Job], str | None]:
+    """Newest first, keyset-paginated on (created_at, id). The cursor is signed and bound to the tenant
+    and the filters, so it cannot be forged, edited, or replayed elsewhere — and grants nothing."""
+    filters = {"state": state.value if state else None, "kind": kind}
+    purpose = f"jobs:{tenant_id}"
+    q = select(Job).where(Job.tenant_id == tenant_id)
+    if state is not None:
+        q = q.where(Job.state == state.value)
+    if kind is not None:
+        q = q.where(Job.kind == kind)
+    if cursor:
+        try:
+            pos = verify_token(cursor, secret, purpose)
+            if pos.get("f") != filters:
+                raise BadToken("the cursor belongs to other filters")
+            after = (datetime.fromisoformat(pos["t"]), str(pos["i"]))
+        except (BadToken, KeyError, TypeError, ValueError) as e:
+            raise _bad_cursor(e) from None
+        q = q.where(or_(Job.created_at < after[0], and_(Job.created_at == after[0], Job.id < after[1])))
+    rows = list(session.execute(q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)).scalars())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = sign_token({"t": last.created_at.isoformat(), "i": last.id, "f": filters}, secret, purpose)
+    return rows, next_cursor
+
+
+def metric_series(
+    session: Session, *, tenant_id: int, job_id: str, secret: bytes, layers: list[int] | None,
+    statistics: list[str] | None, limit: int, cursor: str | None,
+) -> tuple[Job, list[dict[str, Any]], int, str | None]:
+    """At most ``limit`` points of the job's series, ordered by (layer, statistic, step), filtered by
+    layer and statistic, grouped into series; keyset-paged with a signed cursor."""
+    job = get_job(session, tenant_id, job_id)
+    filters = {"layer": sorted(layers) if layers else None, "statistic": sorted(statistics) if statistics else None}
+    purpose = f"metrics:{tenant_id}:{job_id}"
+    q = (
+        select(MetricSeries.layer, MetricSeries.statistic, MetricPoint.step, MetricPoint.value)
+        .join(MetricPoint, MetricPoint.series_id == MetricSeries.id)
+        .where(MetricSeries.job_id == job_id)
+    )
+    if layers:
+        q = q.where(MetricSeries.layer.in_(layers))
+    if statistics:
+        q = q.where(MetricSeries.statistic.in_(statistics))
+    if cursor:
+        try:
+            pos = verify_token(cursor, secret, purpose)
+            if pos.get("f") != filters:
+                raise BadToken("the cursor belongs to other filters")
+            after = (int(pos["l"]), str(pos["s"]), int(pos["p"]))
+        except (BadToken, KeyError, TypeError, ValueError) as e:
+            raise _bad_cursor(e) from None
+        q = q.where(tuple_(MetricSeries.layer, MetricSeries.statistic, MetricPoint.step) > tuple_(*after))
+    rows = session.execute(
+        q.order_by(MetricSeries.layer, MetricSeries.statistic, MetricPoint.step).limit(limit + 1)
+    ).all()
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = sign_token({"l": last.layer, "s": last.statistic, "p": last.step, "f": filters}, secret, purpose)
+    series: list[dict[str, Any]] = []
+    for layer, statistic, step, value in rows:
+        if not series or (series[-1]["layer"], series[-1]["statistic"]) != (layer, statistic):
+            series.append({"layer": layer, "statistic": statistic, "points": []})
+        series[-1]["points"].append((step, value))
+    return job, series, len(rows), next_cursor

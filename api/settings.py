@@ -1,0 +1,114 @@
+"""Service settings, read from the environment (prefix ``GLOROT_``) and an optional ``.env`` file.
+
+With no settings at all the service runs in the *embedded* mode: a SQLite file under ``home``
+(``GLOROT_HOME``; not ``GLOROT_DATA_DIR``, where glorot_core looks for data sets) and a local runner
+inside ``glorot serve``. Setting ``GLOROT_DATABASE_URL`` (postgresql+psycopg://…) and
+``GLOROT_BROKER_URL`` (redis://…) switches to Postgres + Celery workers. docs/service.md has the table.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from glorot_core.spec import DEFAULT_MAX_PARAMETERS
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Durations are in seconds, sizes in bytes."""
+
+    model_config = SettingsConfigDict(env_prefix="GLOROT_", env_file=".env", extra="ignore")
+
+    home: Path = Field(Path("var"), description="folder of the embedded SQLite file and the generated secret")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<home>/glorot.sqlite3 (postgresql:// means psycopg 3)"
+    )
+    broker_url: str | None = Field(None, description="Celery broker (redis://…); unset → the embedded local runner")
+    celery_queue: str = Field("glorot", min_length=1, description="the Celery queue jobs are sent to")
+    api_key_secret: SecretStr | None = Field(
+        None, description="HMAC secret for API-key hashes and page tokens; unset → generated into <home>/secret"
+    )
+    max_parameters: int = Field(DEFAULT_MAX_PARAMETERS, ge=1, description="cap on a spec's parameter count")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="largest JSON request body, counted while streaming")
+    max_attempts: int = Field(2, ge=1, le=100, description="runs of a job before the reaper gives up on it")
+    job_soft_time_limit_s: float = Field(6 * 3600, gt=0, description="a job past this is stopped and FAILED")
+    job_hard_time_limit_s: float = Field(6 * 3600 + 600, gt=0, description="a job's process is killed past this")
+    heartbeat_interval_s: float = Field(5.0, gt=0, description="how often a running job's heartbeat is written")
+    reaper_stale_after_s: float = Field(60.0, gt=0, description="RUNNING with an older heartbeat → worker is dead")
+    reaper_interval_s: float = Field(15.0, gt=0, description="how often the reaper (and sweeper) look")
+    sweeper_queued_after_s: float = Field(120.0, gt=0, description="QUEUED this long unclaimed → dispatched again")
+    progress_interval_s: float = Field(1.0, ge=0, description="progress is written at most this often")
+    cancel_poll_interval_s: float = Field(0.5, gt=0, description="how often a running job looks at cancel_requested")
+    cancel_grace_s: float = Field(30.0, gt=0, description="local runner: kill a job ignoring a cancel after")
+    local_runner: bool = Field(True, description="`glorot serve` without a broker runs jobs itself")
+    local_runner_isolation: Literal["process", "thread"] = Field(
+        "process", description="local runner: each job in a spawned subprocess (safe) or a thread (tests, debugging)"
+    )
+    local_runner_concurrency: int = Field(1, ge=1, le=64, description="jobs the local runner runs at once")
+    local_poll_interval_s: float = Field(2.0, gt=0, description="local runner: poll for QUEUED rows this often")
+    auto_migrate: bool | None = Field(None, description="`glorot serve` upgrades the schema; default: on for SQLite")
+    page_size_default: int = Field(50, ge=1)
+    page_size_max: int = Field(200, ge=1)
+    metric_points_default: int = Field(5000, ge=1)
+    metric_points_max: int = Field(50_000, ge=1)
+    auth_cache_ttl_s: float = Field(30.0, ge=0, description="how long a verified API key is cached in memory")
+
+    @model_validator(mode="after")
+    def _limits_ordered(self) -> Settings:
+        if self.job_hard_time_limit_s <= self.job_soft_time_limit_s:
+            raise ValueError("job_hard_time_limit_s must be greater than job_soft_time_limit_s")
+        if self.reaper_stale_after_s <= self.heartbeat_interval_s:
+            raise ValueError("reaper_stale_after_s must be greater than heartbeat_interval_s")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, with the embedded default and the psycopg 3 driver filled in."""
+        url = self.database_url or f"sqlite:///{(self.home / 'glorot.sqlite3').as_posix()}"
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url.removeprefix("postgres://")
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        return url
+
+    @property
+    def job_time_limit_s(self) -> float:
+        """The hard time limit (the name Celery uses for it)."""
+        return self.job_hard_time_limit_s
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def should_auto_migrate(self) -> bool:
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+    def secret_bytes(self) -> bytes:
+        """The server secret. Generated once (0600 file in home) when not configured, so the embedded
+        default needs no settings yet keys stay valid across restarts."""
+        if self.api_key_secret is not None:
+            return self.api_key_secret.get_secret_value().encode()
+        path = self.home / "secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # another process won the race; read theirs
+            else:
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_urlsafe(48))
+        return path.read_text().strip().encode()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return Settings()

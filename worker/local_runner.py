@@ -1,0 +1,214 @@
+"""The embedded mode's runner: started by ``glorot serve`` when no broker is configured.
+
+A supervisor thread in the server process claims QUEUED rows from the same job table the Celery
+workers use (``worker.execute.claim_job``: the same conditional UPDATE) and runs each claimed job with
+the same code (``worker.execute.run_claimed``). It also runs the heartbeat reaper.
+
+Isolation (``GLOROT_LOCAL_RUNNER_ISOLATION``):
+
+* ``process`` (default): each job runs in a **spawned** child process (never forked: no CUDA or lock
+  state inherited from the server, PITFALLS). A job that crashes, leaks, or segfaults cannot take the
+  API down; the supervisor sees the child exit and fails the job with the exit code (fenced: a child
+  that already wrote its terminal state is left alone). The hard time limit and a cancel that the job
+  ignores for ``cancel_grace_s`` are enforced by killing the child.
+* ``thread``: the job runs in a thread of the server (no spawn cost; for tests and debugging). A
+  crash of the interpreter would take the API with it, and the hard limit cannot be enforced.
+
+The claim happens in the supervisor, so a job shows RUNNING as soon as a slot is free (before the
+child has imported torch); the child writes heartbeats from then on.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.db import session_factory
+from api.models import Job, JobState, utcnow
+from api.settings import Settings
+from worker.execute import (
+    claim_job,
+    default_worker_id,
+    fail_job,
+    finish_job,
+    next_queued_job_ids,
+    reap_stale_jobs,
+    requeue_job,
+    run_claimed,
+)
+
+log = logging.getLogger("glorot.local_runner")
+
+
+def _child_main(settings: Settings, job_id: str, attempt: int) -> None:
+    """Entry point of a spawned job process."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [job %(process)d] %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on `glorot serve` is the supervisor's to handle
+    run_claimed(session_factory(settings.resolved_database_url), job_id, attempt, settings)
+
+
+@dataclass
+class _Slot:
+    job_id: str
+    attempt: int
+    started: float
+    proc: Any = None  # multiprocessing.Process (process isolation)
+    thread: threading.Thread | None = None
+    killed_for: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def alive(self) -> bool:
+        return self.proc.is_alive() if self.proc is not None else bool(self.thread and self.thread.is_alive())
+
+
+class LocalRunner:
+    """Claims and runs QUEUED jobs, ``local_runner_concurrency`` at a time, plus the reaper."""
+
+    def __init__(self, settings: Settings, factory: sessionmaker[Session] | None = None) -> None:
+        self.settings = settings
+        self.factory = factory or session_factory(settings.resolved_database_url)
+        self.worker_id = f"local:{default_worker_id()}"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._slots: dict[str, _Slot] = {}
+        self._mp = multiprocessing.get_context("spawn")
+        self._last_reap = 0.0
+
+    # ------------------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="glorot-local-runner", daemon=True)
+        self._thread.start()
+        log.info("local runner started (%s isolation, %d slot(s))", self.settings.local_runner_isolation,
+                 self.settings.local_runner_concurrency)
+
+    def wake(self) -> None:
+        """A job was committed: look now instead of at the next poll."""
+        self._wake.set()
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def busy(self) -> list[str]:
+        """Ids of the jobs running now."""
+        return list(self._slots)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming; kill job processes and re-queue their jobs (another start runs them again)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        for slot in list(self._slots.values()):
+            if slot.proc is not None and slot.proc.is_alive():
+                slot.proc.kill()
+                slot.proc.join(5)
+                if requeue_job(self.factory, slot.job_id, slot.attempt, "the server stopped while the job ran"):
+                    log.warning("job %s: re-queued (server stopping)", slot.job_id)
+
+    # ------------------------------------------------------------------------------ the loop
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._supervise()
+                self._maybe_reap()
+                self._fill_slots()
+            except Exception:  # the database is away: retry at the next tick
+                log.exception("local runner: tick failed")
+            busy = bool(self._slots)
+            self._wake.wait(0.2 if busy else self.settings.local_poll_interval_s)
+            self._wake.clear()
+
+    def _maybe_reap(self) -> None:
+        now = time.monotonic()
+        if now - self._last_reap >= self.settings.reaper_interval_s:
+            self._last_reap = now
+            if reap_stale_jobs(self.factory, self.settings):
+                self._wake.set()
+
+    def _fill_slots(self) -> None:
+        free = self.settings.local_runner_concurrency - len(self._slots)
+        if free <= 0:
+            return
+        for job_id in next_queued_job_ids(self.factory, limit=free * 2):
+            if len(self._slots) >= self.settings.local_runner_concurrency or self._stop.is_set():
+                return
+            attempt = claim_job(self.factory, job_id, self.worker_id)
+            if attempt is None:
+                continue  # cancelled or claimed by someone else meanwhile
+            self._launch(job_id, attempt)
+
+    def _launch(self, job_id: str, attempt: int) -> None:
+        slot = _Slot(job_id, attempt, time.monotonic())
+        if self.settings.local_runner_isolation == "process":
+            slot.proc = self._mp.Process(target=_child_main, args=(self.settings, job_id, attempt),
+                                         name=f"glorot-job-{job_id[:8]}", daemon=False)
+            slot.proc.start()
+        else:
+            slot.thread = threading.Thread(target=self._run_in_thread, args=(job_id, attempt),
+                                           name=f"glorot-job-{job_id[:8]}", daemon=True)
+            slot.thread.start()
+        self._slots[job_id] = slot
+        log.info("job %s: attempt %d started (%s)", job_id, attempt, self.settings.local_runner_isolation)
+
+    def _run_in_thread(self, job_id: str, attempt: int) -> None:
+        try:
+            run_claimed(self.factory, job_id, attempt, self.settings)
+        except Exception as e:  # run_claimed stores failures itself; this is the last line of defence
+            log.exception("job %s: runner thread crashed", job_id)
+            fail_job(self.factory, job_id, attempt, f"runner thread crashed: {type(e).__name__}: {e}")
+        finally:
+            self._wake.set()
+
+    def _supervise(self) -> None:
+        for job_id, slot in list(self._slots.items()):
+            if not slot.alive():
+                if slot.proc is not None:
+                    slot.proc.join(1)
+                self._settle_dead(slot, None)
+                del self._slots[job_id]
+                continue
+            if slot.proc is None:
+                continue
+            elapsed = time.monotonic() - slot.started
+            if elapsed > self.settings.job_hard_time_limit_s:
+                self._kill(slot, f"hard time limit of {self.settings.job_hard_time_limit_s:g} s exceeded")
+                continue
+            with self.factory() as s:
+                row = s.execute(select(Job.cancel_requested, Job.cancel_requested_at).where(Job.id == job_id)).one()
+            if row.cancel_requested and row.cancel_requested_at is not None:
+                waited = (utcnow() - row.cancel_requested_at).total_seconds()
+                if waited > self.settings.cancel_grace_s:
+                    self._kill(slot, "cancelled")
+
+    def _kill(self, slot: _Slot, reason: str) -> None:
+        log.warning("job %s: killing its process (%s)", slot.job_id, reason)
+        slot.killed_for = reason
+        slot.proc.kill()
+        slot.proc.join(5)
+
+    def _settle_dead(self, slot: _Slot, reason: str | None) -> None:
+        """The job's process/thread is gone: make sure the row does not stay RUNNING (fenced writes)."""
+        reason = reason or slot.killed_for
+        with self.factory() as s:
+            state = s.execute(select(Job.state).where(Job.id == slot.job_id, Job.attempt == slot.attempt)).scalar()
+        if state != JobState.RUNNING.value:
+            return  # the job wrote its own terminal state (or lost its claim): nothing to do
+        if reason == "cancelled":
+            finish_job(self.factory, slot.job_id, slot.attempt, JobState.CANCELLED,
+                       error=f"the job ignored the cancel for {self.settings.cancel_grace_s:g} s and was killed")
+            return
+        if reason is None:
+            code = slot.proc.exitcode if slot.proc is not None else None
+            how = (f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}")
+            reason = f"the job process {how} without finishing the job"
+        fail_job(self.factory, slot.job_id, slot.attempt, reason)
