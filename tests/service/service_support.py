@@ -108,3 +108,34 @@ def wait_state(client: TestClient | httpx.Client, key: str, job_id: str, states:
                timeout: float = 120.0) -> dict[str, Any]:
     return wait_for(lambda: client.get(f"/v1/jobs/{job_id}", headers=auth(key)).json(),
                     lambda j: j["state"] in states, timeout)
+
+
+def check_design_report(report: dict[str, Any], spec: dict[str, Any]) -> None:
+    """The report's fields are those of DESIGN.md ("Report")."""
+    assert report["schema_version"] == 1
+    for key in ("spec", "layers", "snapshots", "theory", "verdicts"):
+        assert key in report, key
+    hidden = spec["model"]["hidden"]
+    assert [(lay["index"], lay["name"], lay["units"]) for lay in report["layers"]] == [
+        (i + 1, f"hidden{i + 1}", w) for i, w in enumerate(hidden)]
+    assert all(lay["activation"] == "tanh" for lay in report["layers"])
+    snaps = report["snapshots"]
+    assert [s["step"] for s in snaps] == [0, 10, 20]
+    for snap in snaps:
+        for key in ("step", "examples_seen", "test_error", "train_loss", "layers"):
+            assert key in snap, key
+        assert len(snap["layers"]) == len(hidden)
+        for i, lay in enumerate(snap["layers"]):
+            assert lay["index"] == i + 1
+            act = lay["activation"]
+            assert {"mean", "std", "p2", "p98", "histogram"} <= act.keys()
+            assert {"edges", "counts"} <= act["histogram"].keys()
+            assert {"fraction", "low", "high", "threshold"} <= lay["saturation"].keys()
+            assert {"mean", "std", "histogram"} <= lay["backprop_grad"].keys()
+            assert {"mean", "std", "histogram"} <= lay["weight_grad"].keys()
+            if i < len(hidden) - 1:
+                assert {"mean_sv", "mean_sq_sv", "max_sv", "min_sv", "histogram"} <= lay["jacobian"].keys()
+            else:
+                assert not lay.get("jacobian")  # the last hidden layer has none
+    for v in report["verdicts"]:
+        assert {"code", "severity", "message"} <= v.keys()

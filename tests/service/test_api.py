@@ -10,7 +10,16 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from service_support import LONG_SPEC, TINY_SPEC, auth, make_settings, new_key, wait_for, wait_state
+from service_support import (
+    LONG_SPEC,
+    TINY_SPEC,
+    auth,
+    check_design_report,
+    make_settings,
+    new_key,
+    wait_for,
+    wait_state,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
@@ -154,37 +163,6 @@ def test_submit_runs_to_succeeded_with_a_design_report(client: TestClient, key: 
         if not cursor:
             break
     assert points == [(1, 0), (1, 10), (1, 20), (2, 0), (2, 10), (2, 20)] and pages == 3
-
-
-def check_design_report(report: dict[str, Any], spec: dict[str, Any]) -> None:
-    """The report's fields are those of DESIGN.md ("Report")."""
-    assert report["schema_version"] == 1
-    for key in ("spec", "layers", "snapshots", "theory", "verdicts"):
-        assert key in report, key
-    hidden = spec["model"]["hidden"]
-    assert [(lay["index"], lay["name"], lay["units"]) for lay in report["layers"]] == [
-        (i + 1, f"hidden{i + 1}", w) for i, w in enumerate(hidden)]
-    assert all(lay["activation"] == "tanh" for lay in report["layers"])
-    snaps = report["snapshots"]
-    assert [s["step"] for s in snaps] == [0, 10, 20]
-    for snap in snaps:
-        for key in ("step", "examples_seen", "test_error", "train_loss", "layers"):
-            assert key in snap, key
-        assert len(snap["layers"]) == len(hidden)
-        for i, lay in enumerate(snap["layers"]):
-            assert lay["index"] == i + 1
-            act = lay["activation"]
-            assert {"mean", "std", "p2", "p98", "histogram"} <= act.keys()
-            assert {"edges", "counts"} <= act["histogram"].keys()
-            assert {"fraction", "low", "high", "threshold"} <= lay["saturation"].keys()
-            assert {"mean", "std", "histogram"} <= lay["backprop_grad"].keys()
-            assert {"mean", "std", "histogram"} <= lay["weight_grad"].keys()
-            if i < len(hidden) - 1:
-                assert {"mean_sv", "mean_sq_sv", "max_sv", "min_sv", "histogram"} <= lay["jacobian"].keys()
-            else:
-                assert not lay.get("jacobian")  # the last hidden layer has none
-    for v in report["verdicts"]:
-        assert {"code", "severity", "message"} <= v.keys()
 
 
 def test_report_before_the_end_is_409(idle_client: TestClient, key: str) -> None:
