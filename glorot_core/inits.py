@@ -66,20 +66,15 @@ def initialize(
     1/√Var(s) of the layer's pre-activation on that batch until |Var − 1| ≤ 0.1 (at most 10 tries).
     ``generator`` makes the draw deterministic without touching the global RNG.
     """
-    state = None
-    if generator is not None:
-        state = torch.random.get_rng_state()
-        torch.random.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-    try:
+    with torch.random.fork_rng(devices=[], enabled=generator is not None):
+        if generator is not None:
+            torch.random.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
         for lin in linears:
             if scheme in ("orthogonal", "lsuv"):
                 orthogonal_(lin.weight, gain if gain is not None else 1.0)
             else:
                 INITS[scheme](lin.weight)
             nn.init.constant_(lin.bias, bias)
-    finally:
-        if state is not None:
-            torch.random.set_rng_state(state)
     info: dict[str, object] = {"scheme": scheme, "bias": bias}
     if scheme == "lsuv":
         if data is None:

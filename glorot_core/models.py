@@ -68,7 +68,8 @@ def build_mlp(spec: ModelSpec, *, seed: int = 0, init_data: torch.Tensor | None 
     ``init_data`` is the batch LSUV calibrates on (ignored by the other schemes).
     """
     act = get_activation(spec.activation)
-    model = MLP(spec.widths, act)
+    with torch.random.fork_rng(devices=[]):  # nn.Linear's default init must not consume the caller's RNG
+        model = MLP(spec.widths, act)
     g = torch.Generator().manual_seed(seed)
     info = initialize(
         list(model.linears), spec.init, act, gain=spec.init_gain, bias=spec.bias_init, generator=g,
