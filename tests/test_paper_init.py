@@ -10,6 +10,8 @@ E[f'(s)²]^{1/2} ≈ 0.85–0.95 at these activation scales, hence the window [0
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -40,13 +42,13 @@ def _stds(snap: dict, section: str) -> list[float]:
 
 def test_standard_init_activations_shrink_going_up(standard: dict) -> None:
     std = _stds(standard, "activation")
-    ratios = [b / a for a, b in zip(std, std[1:])]
+    ratios = [b / a for a, b in itertools.pairwise(std)]
     assert all(0.5 <= r <= 0.65 for r in ratios), ratios
 
 
 def test_standard_init_backprop_gradients_shrink_going_down(standard: dict) -> None:
     std = _stds(standard, "backprop_grad")
-    ratios = [a / b for a, b in zip(std, std[1:])]  # lower layer over upper layer
+    ratios = [a / b for a, b in itertools.pairwise(std)]  # lower layer over upper layer
     assert all(0.5 <= r <= 0.65 for r in ratios), ratios
 
 
@@ -59,7 +61,7 @@ def test_weight_gradients_stay_within_2x_across_layers(standard: dict, normalize
 def test_normalized_init_keeps_ratios_near_one(normalized: dict) -> None:
     act = _stds(normalized, "activation")
     back = _stds(normalized, "backprop_grad")
-    for ratios in ([b / a for a, b in zip(act, act[1:])], [a / b for a, b in zip(back, back[1:])]):
+    for ratios in ([b / a for a, b in itertools.pairwise(act)], [a / b for a, b in itertools.pairwise(back)]):
         assert all(0.78 <= r <= 1.1 for r in ratios), ratios
 
 
