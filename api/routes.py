@@ -19,6 +19,7 @@ from api.models import JobState
 from api.problems import PROBLEM_JSON, Problem, field_errors, validation_problem
 from api.schemas import Health, JobOut, JobPage, MetricSeriesOut, MetricsPage
 from api.security import request_hash
+from glorot_core.spec import validate_spec
 
 router = APIRouter(prefix="/v1")
 ops = APIRouter()
@@ -52,8 +53,6 @@ async def submit_experiment(
     principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
-    from glorot_core.spec import validate_spec
-
     if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.match(idempotency_key):
         raise Problem(422, "validation-error", "Idempotency-Key must be 1-255 visible ASCII characters",
                       title="Invalid request", errors=[{"loc": ["header", "idempotency-key"], "field":
