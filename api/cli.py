@@ -89,7 +89,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             return 2
     from api.app import create_app
 
-    mode = f"celery via {settings.broker_url.split('@')[-1]}" if settings.broker_url else "local runner"
+    if settings.broker_url:
+        mode = f"celery via {settings.broker_url.split('@')[-1]}"
+    else:
+        mode = "local runner" if settings.local_runner else "no runner: jobs stay QUEUED (GLOROT_LOCAL_RUNNER=0)"
     print(f"glorot serve: http://{args.host}:{args.port} ({mode}; docs at /docs)", file=sys.stderr)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, workers=1)
     return 0
