@@ -25,6 +25,7 @@ router = APIRouter(prefix="/v1")
 ops = APIRouter()
 
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+STATISTIC_RE = re.compile(r"^[\w.-]{1,64}$")
 
 _PROBLEM = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -71,6 +72,11 @@ async def submit_experiment(
         spec = validate_spec(body, max_parameters=ctx.settings.max_parameters)
     except ValidationError as e:
         return validation_problem(field_errors(e.errors(), ("body",)), instance=request.url.path)
+    nul = _find_nul(body)
+    if nul is not None:  # JSON allows \u0000; PostgreSQL's JSONB (and text) cannot store it
+        return validation_problem(field_errors([{"loc": nul, "msg": "NUL characters are not allowed",
+                                                 "type": "string_nul", "input": None}], ("body",)),
+                                  instance=request.url.path)
     try:
         body_hash = request_hash(body)
     except ValueError as e:  # NaN in the body
@@ -93,6 +99,25 @@ async def submit_experiment(
     return JSONResponse(JobOut.of(sub.job).model_dump(mode="json"), status_code=202, headers=headers)
 
 
+def _find_nul(value: Any, path: tuple[str | int, ...] = ()) -> list[str | int] | None:
+    """The path of the first string (or key) in ``value`` containing a NUL character."""
+    if isinstance(value, str):
+        return list(path) if "\x00" in value else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if "\x00" in k:
+                return [*path, k]
+            found = _find_nul(v, (*path, k))
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _find_nul(v, (*path, i))
+            if found is not None:
+                return found
+    return None
+
+
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=COMMON_ERRORS, summary="Read a job")
 def read_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobOut:
     return JobOut.of(services.get_job(session, principal.tenant_id, job_id))
@@ -104,7 +129,7 @@ def list_jobs(
     ctx: CtxDep,
     principal: PrincipalDep,
     state: Annotated[JobState | None, Query(description="only jobs in this state")] = None,
-    kind: Annotated[str | None, Query(max_length=32, description="only jobs of this kind")] = None,
+    kind: Annotated[str | None, Query(max_length=32, pattern=r"^[\w.-]+$", description="only this kind")] = None,
     limit: Annotated[int | None, Query(ge=1, description="page size (capped by the server)")] = None,
     cursor: Annotated[str | None, Query(max_length=2000, description="next_cursor of the previous page")] = None,
 ) -> JobPage:
@@ -151,6 +176,11 @@ def read_metrics(
     cursor: Annotated[str | None, Query(max_length=2000)] = None,
 ) -> MetricsPage:
     size = min(limit or ctx.settings.metric_points_default, ctx.settings.metric_points_max)
+    for i, stat in enumerate(statistic or ()):
+        if not STATISTIC_RE.match(stat):
+            raise Problem(422, "validation-error", f"invalid statistic name {stat[:80]!r}", title="Invalid request",
+                          errors=[{"loc": ["query", "statistic", i], "field": f"statistic.{i}",
+                                   "message": "letters, digits, '.', '_', '-' (≤ 64)", "code": "string_pattern"}])
     job, series, n, nxt = services.metric_series(
         session, tenant_id=principal.tenant_id, job_id=job_id, secret=ctx.secret, layers=layer,
         statistics=statistic, limit=size, cursor=cursor,

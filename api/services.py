@@ -5,6 +5,7 @@ behaves exactly like an id that does not exist (404).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -43,7 +44,12 @@ def create_api_key(session: Session, tenant_name: str, secret: bytes) -> tuple[s
 # --------------------------------------------------------------------------------------------- jobs
 
 
+JOB_ID_RE = re.compile(r"^[0-9a-fA-F-]{1,64}$")
+
+
 def get_job(session: Session, tenant_id: int, job_id: str) -> Job:
+    if not JOB_ID_RE.match(job_id):  # not an id we could have issued: no need to ask the database
+        raise Problem(404, "job-not-found", f"no job {job_id[:80]!r}")
     job = session.execute(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id)).scalar_one_or_none()
     if job is None:
         raise Problem(404, "job-not-found", f"no job {job_id!r}")
@@ -71,7 +77,7 @@ def submit_job(
                 select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == idempotency_key)
             ).scalar_one_or_none()
             if existing is not None:
-                session.rollback()
+                session.commit()  # ends the read; unlike rollback, keeps ``existing`` loaded
                 if existing.request_hash != body_hash:
                     raise Problem(
                         422, "idempotency-key-reused",

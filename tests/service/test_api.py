@@ -103,6 +103,13 @@ def test_malformed_bodies_are_problems_not_500(idle_client: TestClient, key: str
     assert_problem(idle_client.get("/v1/jobs?limit=0", headers=auth(key)), 422)
     assert_problem(idle_client.get("/v1/jobs?cursor=garbage", headers=auth(key)), 400, "invalid-cursor")
     assert_problem(submit(idle_client, key, TINY_SPEC, **{"Idempotency-Key": "x" * 300}), 422)
+    # NUL characters cannot reach PostgreSQL (JSONB and text refuse them): 422 / 404, never a 500
+    nul = assert_problem(submit(idle_client, key, {**TINY_SPEC, "name": "a\u0000b"}), 422)
+    assert nul["errors"][0]["field"] == "name"
+    assert_problem(idle_client.get("/v1/jobs/%00", headers=auth(key)), 404)
+    assert_problem(idle_client.get("/v1/jobs?kind=a%00", headers=auth(key)), 422)
+    job_id = submit(idle_client, key).json()["id"]
+    assert_problem(idle_client.get(f"/v1/jobs/{job_id}/metrics?statistic=a%00", headers=auth(key)), 422)
     assert_problem(idle_client.get("/nowhere"), 404)
     assert_problem(idle_client.delete("/v1/jobs"), 405)
 
