@@ -163,3 +163,31 @@ def test_soft_time_limit_fails_with_reason(factory: sessionmaker[Session], db_ur
                                                 "jacobian": {"mode": "off"}}, "data": {"test_examples": 50}})
     res = execute_job(job_id, settings=settings, factory=factory)
     assert res.state == "FAILED" and "soft time limit" in row(factory, job_id).error
+
+
+def test_concurrent_submissions_with_one_idempotency_key_make_one_job(factory: sessionmaker[Session]) -> None:
+    """Racing requests with the same key: the unique (tenant, key) constraint lets one insert win and
+    the others return that job."""
+    from api.services import submit_job
+
+    make_job(factory)  # creates the tenant
+    with factory() as s:
+        tenant_id = s.execute(select(Tenant.id).where(Tenant.name == "exec")).scalar_one()
+    barrier = threading.Barrier(4)
+    ids: list[str] = []
+
+    def go() -> None:
+        barrier.wait()
+        with factory() as s:
+            sub = submit_job(s, tenant_id=tenant_id, kind="experiment", spec={"a": 1}, resolved={"a": 1},
+                             total_steps=0, idempotency_key="race", body_hash="h" * 64)
+            ids.append(sub.job.id)
+
+    threads = [threading.Thread(target=go) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(ids) == 4 and len(set(ids)) == 1
+    with factory() as s:
+        assert s.execute(select(func.count()).select_from(Job).where(Job.idempotency_key == "race")).scalar() == 1
