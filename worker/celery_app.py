@@ -14,7 +14,8 @@ Every setting below answers a known failure of Celery with long jobs (see docs/d
   reliable on Redis (celery#3541), so the heartbeat reaper is the real guarantee.
 * ``task_soft_time_limit`` / ``task_time_limit`` from the settings: the soft limit raises inside the job
   (it fails with a reason); the hard limit kills the pool process (``JobTask.on_failure`` then fails
-  the row). Both only work in the prefork pool, hence ``worker_pool="prefork"``.
+  the row). Both only work in the prefork pool: ``worker.pool.PromptTaskPool`` is the prefork pool,
+  checking every 50 ms (not 5 s) for the process that ended its one job, so the next starts at once.
 * ``broker_transport_options.visibility_timeout`` above the hard limit: Redis re-delivers an unacked
   message after it, so a shorter one would start a running job again and again (celery#5935).
 * ``worker_concurrency=1`` and ``worker_max_tasks_per_child=1``: one job per GPU, each in a freshly
@@ -85,7 +86,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_time_limit": hard,
         "worker_prefetch_multiplier": 1,
         "worker_disable_prefetch": True,
-        "worker_pool": "prefork",
+        "worker_pool": "worker.pool:PromptTaskPool",  # prefork, replacing job processes promptly
         "worker_concurrency": 1,
         "worker_max_tasks_per_child": 1,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
