@@ -12,7 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    GLOROT_DATA_DIR=/var/lib/glorot
+    GLOROT_HOME=/var/lib/glorot
 
 # torch first, from the chosen index, so the project's install does not pull another build.
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"

@@ -52,11 +52,6 @@ def visibility_timeout_for(hard_limit_s: float) -> int:
     return int(max(hard_limit_s * 1.25, hard_limit_s + VISIBILITY_MARGIN_S))
 
 
-def celery_queue(settings: Settings) -> str:
-    """The queue jobs go to (``GLOROT_CELERY_QUEUE``, default ``glorot``); tests use their own."""
-    return getattr(settings, "celery_queue", None) or os.environ.get("GLOROT_CELERY_QUEUE") or "glorot"
-
-
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration for these settings (a plain dict, so tests can check it)."""
     hard = float(settings.job_hard_time_limit_s)
@@ -76,7 +71,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend": None,
         "task_ignore_result": True,
         "task_store_errors_even_if_ignored": False,
-        "task_default_queue": celery_queue(settings),
+        "task_default_queue": settings.celery_queue,
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_acks_late": True,

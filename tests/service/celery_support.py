@@ -98,7 +98,7 @@ class Env:
             "GLOROT_DATABASE_URL": self.database_url,
             "GLOROT_BROKER_URL": BROKER_URL,
             "GLOROT_CELERY_QUEUE": self.queue,
-            "GLOROT_DATA_DIR": str(self.tmp / "data"),
+            "GLOROT_HOME": str(self.tmp / "data"),
             "GLOROT_API_KEY_SECRET": "test-secret-" + "x" * 32,
             # Short windows so failures settle in seconds: heartbeat 0.5 s, stale after 3 s.
             "GLOROT_HEARTBEAT_INTERVAL_S": "0.5",

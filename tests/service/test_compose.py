@@ -158,7 +158,7 @@ def test_migrate_command_natively_against_postgres(compose: dict[str, Any], tmp_
         env = {**os.environ, **_env(compose["services"]["migrate"])}
         env["GLOROT_DATABASE_URL"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
         env["GLOROT_BROKER_URL"] = "redis://127.0.0.1:6379/11"
-        env["GLOROT_DATA_DIR"] = str(tmp_path)
+        env["GLOROT_HOME"] = str(tmp_path)
         cmd = [sys.executable, "-m", "glorot_core.cli", *_command(compose["services"]["migrate"])]
         res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stdout + res.stderr
