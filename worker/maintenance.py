@@ -6,9 +6,12 @@
 * The **sweeper** (:func:`sweep_queued`) re-dispatches jobs left QUEUED longer than
   ``sweeper_queued_after_s`` since they were last dispatched: their message was lost (a Redis restart
   without persistence, kill -9 of a worker holding a message, a publish that failed after the commit),
-  or a worker stopped consuming after a reconnect (celery#8030). A duplicate message is harmless: the
-  claim is a conditional UPDATE, so only one delivery runs the job. ``dispatched_at`` is advanced by a
-  compare-and-set before publishing, so many sweepers together send one message per job per period.
+  or a worker stopped consuming after a reconnect (celery#8030). On Redis it first looks in the
+  broker: a job whose message is still in the queue (or delivered and unacknowledged) is waiting its
+  turn behind long jobs, not lost, and gets no second message; otherwise every waiting job would get
+  one more no-op message (and one more process fork) per period. A duplicate message is harmless (the
+  claim is a conditional UPDATE), only wasteful. ``dispatched_at`` is advanced by a compare-and-set
+  before publishing, so many sweepers together send one message per job per period.
 
 The loop runs in its own process started with ``subprocess`` (never forked from the worker's parent,
 see ``worker.celery_app.MaintenanceStep``) and exits when its parent worker is gone. It can also run
@@ -18,6 +21,8 @@ alone: ``python -m worker.maintenance`` (one per deployment is enough; more are 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import logging
 import os
 import signal
@@ -28,6 +33,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import redis
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,6 +45,44 @@ log = logging.getLogger("glorot.maintenance")
 
 #: Most jobs one sweep re-dispatches (the rest wait for the next sweep).
 SWEEP_BATCH = 500
+#: kombu's Redis hash of delivered, unacknowledged messages (``unacked_key`` transport option).
+UNACKED_KEY = "unacked"
+#: The task name of ``worker.tasks.run_job`` (not imported: that module builds the Celery app).
+RUN_JOB = "glorot.run_job"
+
+
+def _job_id_of(raw: bytes | str) -> str | None:
+    """The job id in a kombu Redis message (JSON envelope, base64 JSON body ``[args, kwargs, embed]``)."""
+    try:
+        envelope = json.loads(raw)
+        if isinstance(envelope, list):  # an ``unacked`` entry: [message, exchange, routing_key]
+            envelope = envelope[0]
+        if envelope.get("headers", {}).get("task") != RUN_JOB:
+            return None
+        body = envelope["body"]
+        if envelope.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return str(args[0]) if args else None
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+def pending_job_ids(broker_url: str | None, queue: str) -> set[str] | None:
+    """Ids of jobs with a message in the Redis broker: waiting in ``queue`` or delivered and not yet
+    acknowledged. ``None`` when that cannot be known (another transport): the caller then assumes none.
+
+    Raises on a Redis error (no sweep while the broker is down: nothing could be published anyway).
+    """
+    if not broker_url or not broker_url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    client = redis.Redis.from_url(broker_url, socket_timeout=10, socket_connect_timeout=5)
+    try:
+        raws = list(client.lrange(queue, 0, -1))
+        raws += list(client.hvals(UNACKED_KEY))
+    finally:
+        client.close()
+    return {job_id for raw in raws if (job_id := _job_id_of(raw)) is not None}
 
 
 def sweep_queued(
@@ -47,9 +91,11 @@ def sweep_queued(
     enqueue: Callable[[str], Any],
     *,
     now: datetime | None = None,
+    in_broker: Callable[[], set[str] | None] | None = None,
 ) -> list[str]:
     """Re-dispatch jobs QUEUED for longer than ``settings.sweeper_queued_after_s`` since their last
-    dispatch (or their creation, if never dispatched). Returns the ids it dispatched.
+    dispatch (or their creation, if never dispatched) whose message is not in the broker. Returns the
+    ids it dispatched. ``in_broker`` lists the jobs with a message (default :func:`pending_job_ids`).
 
     Each job is taken by a conditional UPDATE of ``dispatched_at`` (compare-and-set on the value it
     read, and on the state still being QUEUED), committed *before* the message is published, so a
@@ -67,8 +113,15 @@ def sweep_queued(
             .order_by(Job.created_at)
             .limit(SWEEP_BATCH)
         ).all()
+    if not rows:
+        return []
+    if in_broker is None:
+        in_broker = lambda: pending_job_ids(settings.broker_url, settings.celery_queue)  # noqa: E731
+    waiting = in_broker() or set()
     taken: list[str] = []
     for job_id, seen in rows:
+        if job_id in waiting:
+            continue
         with factory() as session, session.begin():
             cond = Job.dispatched_at.is_(None) if seen is None else Job.dispatched_at == seen
             res = session.execute(

@@ -23,6 +23,8 @@ from typing import Any
 import psycopg
 import redis
 from celery import Celery
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -126,6 +128,8 @@ class Env:
             yield client
         finally:
             client.close()
+            with contextlib.suppress(redis.RedisError):  # leave no messages behind in the shared Redis
+                redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB).delete(self.queue)
             for k, v in old.items():
                 if v is None:
                     os.environ.pop(k, None)
@@ -250,10 +254,14 @@ def request_cancel(factory: sessionmaker[Session], job_id: str) -> None:
 
 
 def redis_ping() -> bool:
+    """One PING, no retries (redis-py's default retries with backoff would stretch the outage)."""
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
     try:
-        return bool(redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_connect_timeout=1).ping())
+        return bool(client.ping())
     except redis.RedisError:
         return False
+    finally:
+        client.close()
 
 
 def start_redis(timeout: float = 20.0) -> None:
@@ -277,7 +285,7 @@ def redis_restarted() -> Iterator[float]:
     t0 = time.monotonic()
     try:
         with contextlib.suppress(redis.RedisError):
-            redis.Redis(host=REDIS_HOST, port=REDIS_PORT).shutdown(nosave=True)
+            redis.Redis(host=REDIS_HOST, port=REDIS_PORT, retry=Retry(NoBackoff(), 0)).shutdown(nosave=True)
         deadline = time.monotonic() + 10
         while redis_ping() and time.monotonic() < deadline:
             time.sleep(0.02)
