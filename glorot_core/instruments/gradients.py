@@ -9,18 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from glorot_core.instruments.activation_stats import finite_moments
-from glorot_core.instruments.histogram import fixed_histogram
+from glorot_core.instruments.histogram import Bins
+from glorot_core.instruments.summary import tensor_summary
 
 Tensor = torch.Tensor
 
 
-def gradient_stats(g: Tensor, edges: Tensor) -> dict[str, object]:
-    """Mean, std (over finite entries), non-finite count and fixed-edge histogram of a gradient tensor."""
-    mean, std, nonfinite = finite_moments(g)
-    return {
-        "mean": mean,
-        "std": std,
-        "nonfinite": nonfinite,
-        "histogram": {"edges": edges, **fixed_histogram(g, edges)},
-    }
+def gradient_stats(g: Tensor, bins: Bins, scale: float = 1.0) -> dict[str, object]:
+    """Mean, std (over finite entries), non-finite count and fixed-edge histogram of ``g * scale``."""
+    return tensor_summary(g, bins, scale)

@@ -1,14 +1,36 @@
 """Fixed-edge histograms computed on the device, with non-finite values counted, never dropped.
 
-Edges are fixed per quantity (per activation for activations, a signed log scale for gradients), so
-snapshots and runs compare bin by bin (W&B's per-call min/max edges cannot, see PITFALLS.md).
+Edges are fixed per quantity (per activation for activations, octaves for gradients), so snapshots
+and runs compare bin by bin (W&B's per-call min/max edges cannot, see PITFALLS.md).
+
+Two kinds of use:
+
+* ``fixed_histogram(values, edges)``: any ascending edges, one binary search per value
+  (``torch.bucketize``). Used for small tensors such as singular values.
+* ``LinearBins`` / ``OctaveBins``: the per-layer instruments' bins, whose bin index is computed
+  arithmetically (a floor, or the float exponent from ``torch.frexp``) in a few cheap passes; a
+  binary search per value cost more than the forward pass being measured.
+
+Every ``index(v)`` returns int32 slots: 0 = underflow, 1..k = the k bins, k+1 = overflow.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Protocol
+
 import torch
 
 Tensor = torch.Tensor
+
+
+class Bins(Protocol):
+    bins: int
+    zero_slot: int
+
+    def edges(self, device: torch.device | str = "cpu") -> Tensor: ...
+
+    def index(self, v: Tensor) -> Tensor: ...
 
 
 def fixed_histogram(values: Tensor, edges: Tensor) -> dict[str, Tensor]:
@@ -18,15 +40,13 @@ def fixed_histogram(values: Tensor, edges: Tensor) -> dict[str, Tensor]:
     ±1.0 lands in the outer bins. Returns device tensors: ``counts`` (k bins), ``underflow`` and
     ``overflow`` (finite values outside the edges) and ``nonfinite`` (NaN and ±Inf), so that
     sum(counts) + underflow + overflow + nonfinite == values.numel().
-    One bucketize and one bincount over the data, plus three cheap comparisons for non-finite values.
     """
     v = values.detach().reshape(-1)
     k = edges.numel() - 1
     e = edges.to(device=v.device, dtype=v.dtype).clone()
     e[-1] = torch.nextafter(e[-1], torch.tensor(float("inf"), dtype=e.dtype, device=e.device))
     # bucketize(right=True): 0 below e_0, j+1 in bin j, k+1 at or above the last edge; NaN and +Inf → k+1.
-    idx = torch.bucketize(v, e, right=True)
-    full = torch.bincount(idx, minlength=k + 2)
+    full = torch.bincount(torch.bucketize(v, e, right=True), minlength=k + 2)
     nan = torch.isnan(v).sum()
     pos_inf = (v == float("inf")).sum()
     neg_inf = (v == float("-inf")).sum()
@@ -38,20 +58,57 @@ def fixed_histogram(values: Tensor, edges: Tensor) -> dict[str, Tensor]:
     }
 
 
-def signed_log_edges(
-    decades: tuple[int, int] = (-10, 1), per_decade: int = 4, device: torch.device | str = "cpu"
-) -> Tensor:
-    """Symmetric log-spaced edges −10^hi … −10^lo, 0, 10^lo … 10^hi for gradients of any scale.
-
-    Gradients span many orders of magnitude (paper Figs 7–9), so linear fixed edges would put most
-    values in one bin; these fixed edges keep runs comparable at any scale. |v| < 10^lo land in the
-    two bins around 0.
-    """
-    lo, hi = decades
-    pos = torch.logspace(lo, hi, (hi - lo) * per_decade + 1, device=device)
-    return torch.cat([-pos.flip(0), torch.zeros(1, device=device), pos])
-
-
 def linear_edges(low: float, high: float, bins: int, device: torch.device | str = "cpu") -> Tensor:
     """Evenly spaced fixed edges."""
     return torch.linspace(low, high, bins + 1, device=device)
+
+
+class LinearBins:
+    """``bins`` equal bins over [low, high], the last one closed, indexed arithmetically.
+
+    Values within float rounding of an inner edge may land in either neighbour (bucketize would
+    decide exactly); a value equal to ``high`` goes to the last bin, only values above it overflow.
+    """
+
+    def __init__(self, low: float, high: float, bins: int) -> None:
+        self.low, self.high, self.bins = float(low), float(high), int(bins)
+        self.scale = self.bins / (self.high - self.low)
+        self.zero_slot = 0 if self.low > 0.0 else self.bins + 1 if self.high < 0.0 else \
+            min(int(math.floor(-self.low * self.scale)) + 1, self.bins)
+
+    def edges(self, device: torch.device | str = "cpu") -> Tensor:
+        return linear_edges(self.low, self.high, self.bins, device)
+
+    def index(self, v: Tensor) -> Tensor:
+        i = ((v - self.low) * self.scale).floor_().add_(1).clamp_(0, self.bins).to(torch.int32)
+        return i.add_((v > self.high).to(torch.int32))  # k → k+1 above ``high``
+
+
+class OctaveBins:
+    """Sign-symmetric octave bins for gradients of any scale: edges −2^hi … −2^lo, 0, 2^lo … 2^hi.
+
+    Gradients span many orders of magnitude (paper Figs 7–9), so linear fixed edges would put most
+    values in one bin. The bin of |v| is read off its float exponent (``torch.frexp``), exactly, with
+    no rounding at the edges; |v| < 2^lo falls in the two bins around 0. Negative values mirror the
+    positive bins: [2^j, 2^{j+1}) for v > 0, (−2^{j+1}, −2^j] for v < 0. Defaults: 2^−34 ≈ 5.8e−11
+    to 2^4 = 16, 78 bins.
+    """
+
+    def __init__(self, lo: int = -34, hi: int = 4) -> None:
+        self.lo, self.hi = int(lo), int(hi)
+        self.octaves = self.hi - self.lo
+        self.bins = 2 * self.octaves + 2
+        self.zero_slot = self.octaves + 2
+
+    def edges(self, device: torch.device | str = "cpu") -> Tensor:
+        pos = torch.pow(2.0, torch.arange(self.lo, self.hi + 1, dtype=torch.float64)).to(device)
+        return torch.cat([-pos.flip(0), torch.zeros(1, dtype=pos.dtype, device=device), pos]).float()
+
+    def index(self, v: Tensor) -> Tensor:
+        d = self.octaves
+        # |v| in [2^(exp-1), 2^exp). frexp(0) has exponent 0, so lift exact zeros to the smallest
+        # normal float, which changes the bin of no value at or above 2^lo.
+        _, exp = torch.frexp(v.abs().add_(torch.finfo(v.dtype).tiny))
+        pos = exp.sub_(1 + self.lo).clamp_(-1, d).add_(d + 3)  # zero bin d+2 … overflow 2d+3
+        neg = (v < 0).to(torch.int32)
+        return pos.add_(pos.mul(-2).add_(2 * d + 3).mul_(neg))  # mirror: slot ↦ 2d+3 − slot

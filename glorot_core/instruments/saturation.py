@@ -20,11 +20,12 @@ def saturation_stats(z: Tensor, activation: Activation) -> dict[str, object]:
     low, high = activation.saturation_masks(z.detach())
     either = low | high
     n = max(z.numel(), 1)
+    n_low, n_high = torch.count_nonzero(low), torch.count_nonzero(high)
     return {
-        "fraction": either.sum() / n,
-        "low": low.sum() / n,
-        "high": high.sum() / n,
-        "dead_units": either.all(dim=0).float().mean(),
+        "fraction": (n_low + n_high) / n,  # the two sides are disjoint
+        "low": n_low / n,
+        "high": n_high / n,
+        "dead_units": torch.count_nonzero(either.all(dim=0)) / max(z.shape[-1], 1),
         "threshold": activation.saturation_threshold if not activation.dead_at_zero else 0.0,
         "rule": saturation_rule(activation),
     }

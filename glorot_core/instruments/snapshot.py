@@ -14,7 +14,7 @@ import torch
 from glorot_core.activations import Activation
 from glorot_core.instruments.activation_stats import activation_stats
 from glorot_core.instruments.gradients import gradient_stats
-from glorot_core.instruments.histogram import signed_log_edges
+from glorot_core.instruments.histogram import LinearBins, OctaveBins
 from glorot_core.instruments.saturation import saturation_stats
 from glorot_core.instruments.theory import layer_mean_field
 from glorot_core.losses import Loss
@@ -36,8 +36,8 @@ class Monitor:
     bins: int
 
     def __post_init__(self) -> None:
-        self.activation_edges = self.activation.histogram_edges(self.bins, device=self.x.device)
-        self.gradient_edges = signed_log_edges(device=self.x.device)
+        self.activation_bins = LinearBins(*self.activation.hist_range, self.bins)
+        self.gradient_bins = OctaveBins()
 
 
 def measure(model: MLP, mon: Monitor) -> dict[str, object]:
@@ -54,10 +54,10 @@ def measure(model: MLP, mon: Monitor) -> dict[str, object]:
     for i in range(L):
         z = trace.post[i].detach()
         layers.append({
-            "activation": activation_stats(z, mon.activation_edges),
+            "activation": activation_stats(z, mon.activation_bins),
             "saturation": saturation_stats(z, mon.activation),
-            "backprop_grad": gradient_stats(g_pre[i], mon.gradient_edges),
-            "weight_grad": gradient_stats(g_w[i] / n, mon.gradient_edges),
+            "backprop_grad": gradient_stats(g_pre[i], mon.gradient_bins),
+            "weight_grad": gradient_stats(g_w[i], mon.gradient_bins, 1.0 / n),
             "mean_field": layer_mean_field(trace.pre[i], mon.activation, weights[i]),
         })
     out_w = weights[-1].detach().to(torch.float64)
@@ -67,7 +67,7 @@ def measure(model: MLP, mon: Monitor) -> dict[str, object]:
         "input_var": mon.x.to(torch.float64).var(),
         "output_grad_var": g_logits.to(torch.float64).var(),
         "output_backward_gain": out_w.shape[0] * out_w.var(),
-        "output_weight_grad": gradient_stats(g_w[-1] / n, mon.gradient_edges),
+        "output_weight_grad": gradient_stats(g_w[-1], mon.gradient_bins, 1.0 / n),
         "layers": layers,
     }
     if mon.jacobian.mode != "off":

@@ -50,7 +50,7 @@ def layer_mean_field(s: Tensor, activation: Activation, weight: Tensor) -> dict[
         "backward_gain": fan_out * var_w,
         "mean_sq_derivative": e_d2,
         "chi": fan_in * var_w * e_d2,
-        "linear_fraction": (d.abs() >= LINEAR_REGIME * peak).float().mean(),
+        "linear_fraction": torch.count_nonzero(d.abs() >= LINEAR_REGIME * peak) / max(d.numel(), 1),
     }
 
 

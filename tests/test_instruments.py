@@ -1,0 +1,70 @@
+"""Instrument primitives: fixed-bin histograms count every value, moments skip non-finite values,
+percentiles are nearest-rank, the snapshot reaches the host in one tree."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from glorot_core.instruments.activation_stats import percentiles
+from glorot_core.instruments.histogram import LinearBins, OctaveBins, fixed_histogram
+from glorot_core.instruments.host import json_safe, to_host
+from glorot_core.instruments.summary import tensor_summary
+
+NONFINITE = torch.tensor([float("nan"), float("inf"), float("-inf")])
+
+
+def _values(kind: str) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    if kind == "linear":
+        body = torch.tanh(torch.randn(50_000, generator=g) * 2)
+        return torch.cat([body, torch.tensor([1.0, -1.0, 0.0, 2.0, -3.0]), NONFINITE])
+    mags = 10 ** (torch.rand(50_000, generator=g) * 15 - 12)
+    body = mags * torch.sign(torch.randn(50_000, generator=g))
+    return torch.cat([body, torch.tensor([0.0, 100.0, -100.0, 1e-13]), NONFINITE])
+
+
+@pytest.mark.parametrize(("bins", "kind"), [(LinearBins(-1, 1, 50), "linear"), (OctaveBins(), "octave")])
+def test_arithmetic_bins_agree_with_bucketize(bins, kind: str) -> None:
+    v = _values(kind)
+    fast = tensor_summary(v, bins)["histogram"]
+    exact = fixed_histogram(v, bins.edges())
+    total = int(fast["counts"].sum() + fast["underflow"] + fast["overflow"] + fast["nonfinite"])
+    assert total == v.numel()
+    assert int(fast["nonfinite"]) == 3 == int(exact["nonfinite"])
+    # Only values exactly on an edge may be binned differently (float rounding, mirror convention).
+    on_edges = int(torch.isin(v, bins.edges()).sum()) + 2
+    assert int((fast["counts"] - exact["counts"]).abs().sum()) <= 2 * on_edges
+    assert abs(int(fast["overflow"]) - int(exact["overflow"])) <= on_edges
+
+
+def test_moments_ignore_but_count_nonfinite_values() -> None:
+    x = torch.randn(10_001, generator=torch.Generator().manual_seed(1)) * 0.01 + 0.5
+    s = tensor_summary(torch.cat([x, NONFINITE]), LinearBins(0, 1, 10))
+    assert float(s["mean"]) == pytest.approx(float(x.double().mean()), rel=1e-9)
+    assert float(s["std"]) == pytest.approx(float(x.double().std()), rel=1e-5)
+    assert int(s["nonfinite"]) == 3
+
+
+def test_scale_is_applied_to_moments_and_bins() -> None:
+    x = torch.randn(1000, generator=torch.Generator().manual_seed(2)) * 1e-3
+    a = tensor_summary(x, OctaveBins(), scale=1 / 300)
+    b = tensor_summary(x / 300, OctaveBins())
+    assert float(a["std"]) == pytest.approx(float(b["std"]), rel=1e-6)
+    assert torch.equal(a["histogram"]["counts"], b["histogram"]["counts"])
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    v = torch.arange(1, 101, dtype=torch.float32)[torch.randperm(100)]
+    assert [float(p) for p in percentiles(v)] == [2.0, 98.0]
+
+
+def test_to_host_rebuilds_the_tree_and_json_safe_keeps_nonfinite() -> None:
+    tree = {"a": torch.tensor(1.5), "b": [torch.tensor([1, 2]), {"c": torch.tensor([[1.0, float("nan")]])}],
+            "d": "text", "e": None}
+    host = to_host(tree)
+    assert host["a"] == 1.5 and host["b"][0] == [1, 2] and host["d"] == "text" and host["e"] is None
+    assert isinstance(host["b"][0][0], int) and math.isnan(host["b"][1]["c"][0][1])
+    assert json_safe(host)["b"][1]["c"] == [[1.0, "NaN"]]
