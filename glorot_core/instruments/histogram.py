@@ -74,7 +74,7 @@ class LinearBins:
         self.low, self.high, self.bins = float(low), float(high), int(bins)
         self.scale = self.bins / (self.high - self.low)
         self.zero_slot = 0 if self.low > 0.0 else self.bins + 1 if self.high < 0.0 else \
-            min(int(math.floor(-self.low * self.scale)) + 1, self.bins)
+            min(math.floor(-self.low * self.scale) + 1, self.bins)
 
     def edges(self, device: torch.device | str = "cpu") -> Tensor:
         return linear_edges(self.low, self.high, self.bins, device)
