@@ -32,7 +32,10 @@ Precision (exact mode). Forming a Gram squares the condition number, so Grams an
 ``sv_floor`` ≈ √(N ε₆₄) σ_max ≈ 3·10⁻⁷ σ_max at N = 1000. ``dtype=torch.float32`` is ~1.6× faster on
 CPU and keeps the mean σ within ~1e-6 (layers) / ~1.3e-5 (end to end) relative of a float64 SVD at the
 paper's sizes (measured), but resolves σ only down to ≈ 10⁻³ σ_max, which makes min_sv and the
-condition number of the paper's square layers meaningless: hence float64 as the default. The
+condition number of the paper's square layers meaningless: hence float64 as these functions' default.
+A run picks with ``diagnostics.jacobian.precision``, float32 by default there: the paper's quantities
+are the mean σ and mean σ², and float32 is what makes the per-snapshot cost bearable; ``sv_floor`` says
+below which σ a reported ``min_sv`` is noise. The
 end-to-end chain product runs in the model's own dtype (a float32 model's Jacobian is only
 float32-accurate anyway, as is autograd's); its rounding is added to ``sv_floor``. The eigen-solve is
 ``torch.linalg.eigvalsh`` everywhere (numpy's OpenBLAS ``syevd`` was ~1.4× faster alone on CPU, but its
