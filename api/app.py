@@ -23,6 +23,7 @@ from api import problems
 from api.db import session_factory
 from api.deps import AppContext
 from api.dispatch import LocalDispatcher, make_dispatcher
+from api.jobcache import JobCache
 from api.middleware import BodyLimitMiddleware, BodyTooLarge, PrometheusMiddleware
 from api.models import Job, JobState
 from api.routes import ops, router
@@ -87,7 +88,8 @@ def create_app(settings: Settings | None = None, *, start_runner: bool | None = 
     settings = settings or get_settings()
     dispatcher = make_dispatcher(settings)
     ctx = AppContext(settings=settings, factory=session_factory(settings.resolved_database_url),
-                     dispatcher=dispatcher, secret=settings.secret_bytes())
+                     dispatcher=dispatcher, secret=settings.secret_bytes(),
+                     job_cache=JobCache(settings.job_cache_ttl_s))
     run_local = isinstance(dispatcher, LocalDispatcher) and (
         settings.local_runner if start_runner is None else start_runner)
 

@@ -4,8 +4,10 @@ Pure ASGI (not ``BaseHTTPMiddleware``) keeps per-request overhead small, which t
 benchmark measures.
 
 Body limit (PITFALLS: Starlette has none, and a Content-Length check alone is bypassed by chunked
-bodies): a declared Content-Length above the limit is refused before reading; otherwise the bytes are
-counted as they arrive and the request fails with 413 the moment the count passes the limit.
+bodies): a declared Content-Length above the limit is refused before reading; a chunked body (or any
+body not framed by HTTP/1.x Content-Length) is counted as it arrives and the request fails with 413
+the moment the count passes the limit. A body framed by Content-Length needs no counting (the server
+reads exactly that many bytes), so a GET pays one scan of its headers and nothing else.
 """
 
 from __future__ import annotations
@@ -45,15 +47,23 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.max_bytes
-        for name, value in scope.get("headers", ()):
+        chunked = False
+        for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    declared = -1
+                    declared, chunked = -1, True  # (servers refuse these; count anyway)
                 if declared > limit:
                     await _send_problem(send, 413, self._problem(scope, limit))
                     return
+            elif name == b"transfer-encoding":
+                chunked = True
+        if not chunked and scope.get("http_version", "1.1") in ("1.1", "1.0"):
+            # HTTP/1.x without Transfer-Encoding: the body is framed by Content-Length (checked above; the
+            # server reads exactly that many bytes) or there is none: nothing to count, no wrappers to pay
+            await self.app(scope, receive, send)
+            return
         seen = 0
         started = False
 
@@ -85,7 +95,10 @@ class BodyLimitMiddleware:
 
 
 class PrometheusMiddleware:
-    """Counts requests and observes latency per method, route template and status."""
+    """Counts requests and observes latency per method, route template and status.
+
+    The labelled children are looked up once per (method, route, status) and kept: ``labels()`` takes
+    a lock and builds the label tuple on every call, which a status poll would pay each time."""
 
     def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
         self.app = app
@@ -94,6 +107,7 @@ class PrometheusMiddleware:
         self.latency = Histogram("glorot_http_request_duration_seconds", "HTTP request latency",
                                  ["method", "route"], registry=registry,
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -113,5 +127,12 @@ class PrometheusMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "(unmatched)"
-            self.requests.labels(scope["method"], template, str(status)).inc()
-            self.latency.labels(scope["method"], template).observe(time.perf_counter() - start)
+            key = (scope["method"], template, status)
+            children = self._children.get(key)
+            if children is None:
+                if len(self._children) > 10_000:  # bounded: templates, methods and statuses are few anyway
+                    self._children.clear()
+                children = self._children[key] = (self.requests.labels(key[0], template, str(status)),
+                                                  self.latency.labels(key[0], template))
+            children[0].inc()
+            children[1].observe(time.perf_counter() - start)

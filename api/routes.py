@@ -11,11 +11,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
-from sqlalchemy import text
+from sqlalchemy import bindparam, select, text
 
 from api import services
-from api.deps import CtxDep, PrincipalDep, SessionDep
-from api.models import JobState
+from api.deps import AppContext, CtxDep, PrincipalDep, SessionDep
+from api.jobcache import CachedJob, make_entry
+from api.models import Job, JobState
 from api.problems import PROBLEM_JSON, Problem, field_errors, validation_problem
 from api.schemas import Health, JobOut, JobPage, MetricSeriesOut, MetricsPage
 from api.security import request_hash
@@ -118,9 +119,53 @@ def _find_nul(value: Any, path: tuple[str | int, ...] = ()) -> list[str | int] |
     return None
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, responses=COMMON_ERRORS, summary="Read a job")
-def read_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobOut:
-    return JobOut.of(services.get_job(session, principal.tenant_id, job_id))
+JOB_COLUMNS = (Job.id, Job.kind, Job.state, Job.attempt, Job.progress, Job.error, Job.cancel_requested,
+               Job.idempotency_key, Job.created_at, Job.started_at, Job.finished_at, Job.heartbeat_at, Job.spec,
+               Job.resolved_spec)
+_READ_JOB = select(*JOB_COLUMNS).where(Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id"))
+
+
+def _load_job_response(ctx: AppContext, tenant_id: int, job_id: str) -> CachedJob:
+    """One indexed SELECT of the response's columns (primary key + tenant), serialised once."""
+    with ctx.engine.connect() as conn:
+        row = conn.execute(_READ_JOB, {"job_id": job_id, "tenant_id": tenant_id}).one_or_none()
+    if row is None:
+        raise Problem(404, "job-not-found", f"no job {job_id!r}")
+    # the same bytes FastAPI's JSONResponse would render for the response model
+    body = json.dumps(JobOut.of(row).model_dump(mode="json"), ensure_ascii=False, allow_nan=False,  # type: ignore[arg-type]
+                      separators=(",", ":"))
+    return make_entry(body.encode())
+
+
+def _etag_matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 If-None-Match: weak comparison against any listed tag, or ``*``."""
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+@router.get(
+    "/jobs/{job_id}", response_model=JobOut, responses={**COMMON_ERRORS, 304: {"description": "not modified"}},
+    summary="Read a job",
+    description="The job's state and progress, for polling. Responses are cached in the serving process for "
+    "`GLOROT_JOB_CACHE_TTL_S` (default 0.25 s) per tenant and job: a change made by a worker is visible within "
+    "that bound (progress is written about once a second anyway); a cancel through this API is visible at "
+    "once. Sends an `ETag`; with a matching `If-None-Match` the answer is 304 without a body.",
+)
+async def read_job(job_id: str, request: Request, principal: PrincipalDep) -> Response:
+    if not services.JOB_ID_RE.match(job_id):  # not an id we could have issued: no need to ask the database
+        raise Problem(404, "job-not-found", f"no job {job_id[:80]!r}")
+    ctx: AppContext = request.app.state.ctx
+    tenant_id = principal.tenant_id
+    entry = await ctx.job_cache.get(
+        tenant_id, job_id, lambda: run_in_threadpool(_load_job_response, ctx, tenant_id, job_id))
+    headers = {"ETag": entry.etag, "Cache-Control": "private, no-cache"}
+    inm = request.headers.get("if-none-match")
+    if inm is not None and _etag_matches(inm, entry.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(entry.body, media_type="application/json", headers=headers)
 
 
 @router.get("/jobs", response_model=JobPage, responses=COMMON_ERRORS, summary="List jobs (newest first)")
@@ -145,8 +190,16 @@ def list_jobs(
     "its runner's next check (about a second). 409 if the job is already terminal.",
     responses={**COMMON_ERRORS, 409: {"description": "already terminal", **_PROBLEM}},
 )
-def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobOut:
-    return JobOut.of(services.cancel_job(session, principal.tenant_id, job_id))
+async def cancel_job(job_id: str, ctx: CtxDep, principal: PrincipalDep) -> JSONResponse:
+    def cancel() -> dict[str, Any]:
+        with ctx.factory() as session:
+            return JobOut.of(services.cancel_job(session, principal.tenant_id, job_id)).model_dump(mode="json")
+
+    try:
+        body = await run_in_threadpool(cancel)
+    finally:  # this process wrote (or tried to): its next poll of the job must not be served from the cache
+        ctx.job_cache.invalidate(principal.tenant_id, job_id)
+    return JSONResponse(body, status_code=202)
 
 
 @router.get(

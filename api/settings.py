@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     metric_points_default: int = Field(5000, ge=1)
     metric_points_max: int = Field(50_000, ge=1)
     auth_cache_ttl_s: float = Field(30.0, ge=0, description="how long a verified API key is cached in memory")
+    job_cache_ttl_s: float = Field(
+        0.25, ge=0, le=5, description="GET /v1/jobs/{id} responses are cached in memory this long per (tenant, job); "
+        "the staleness bound of a poll (0 = off)"
+    )
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> Settings:

@@ -250,6 +250,142 @@ def test_cancel_running_job_frees_the_runner(client: TestClient, key: str) -> No
     assert_problem(client.post(f"/v1/jobs/{job_id}/cancel", headers=auth(key)), 409)
 
 
+# ------------------------------------------------------------------------- polling cache (api/jobcache.py)
+
+
+def _write_as_another_process(factory: sessionmaker[Session], job_id: str, **values: Any) -> None:
+    """A write the API process does not make itself (a worker's claim or progress), straight to the row."""
+    from sqlalchemy import update
+
+    from api.db import transaction
+    from api.models import Job
+
+    with transaction(factory) as s:
+        s.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def test_poll_body_is_the_job_model_and_carries_an_etag(idle_client: TestClient, key: str,
+                                                        factory: sessionmaker[Session]) -> None:
+    from api.models import Job
+    from api.schemas import JobOut
+    from api.services import get_job
+
+    submitted = submit(idle_client, key).json()
+    r = idle_client.get(f"/v1/jobs/{submitted['id']}", headers=auth(key))
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    with factory() as s:
+        job = s.get(Job, submitted["id"])
+        assert job is not None
+        expected = JobOut.of(get_job(s, job.tenant_id, job.id)).model_dump(mode="json")
+    assert r.json() == expected == submitted  # the REST contract: the same fields as the response model
+    etag = r.headers["etag"]
+    assert etag.startswith('"') and "no-cache" in r.headers["cache-control"]
+    again = idle_client.get(f"/v1/jobs/{submitted['id']}", headers={**auth(key), "If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    weak = idle_client.get(f"/v1/jobs/{submitted['id']}", headers={**auth(key), "If-None-Match": f'"x", W/{etag}'})
+    assert weak.status_code == 304
+    other = idle_client.get(f"/v1/jobs/{submitted['id']}", headers={**auth(key), "If-None-Match": '"nope"'})
+    assert other.status_code == 200 and other.json() == expected
+
+
+def test_poll_cache_cancel_is_visible_at_once(db_url: str, tmp_path: Any, factory: Any) -> None:
+    settings = make_settings(db_url, tmp_path, job_cache_ttl_s=5)  # long TTL: only invalidation can explain it
+    k = new_key(factory, settings)
+    with TestClient(create_app(settings, start_runner=False)) as c:
+        job_id = submit(c, k).json()["id"]
+        first = c.get(f"/v1/jobs/{job_id}", headers=auth(k))
+        assert first.json()["state"] == "QUEUED"
+        assert c.post(f"/v1/jobs/{job_id}/cancel", headers=auth(k)).status_code == 202
+        after = c.get(f"/v1/jobs/{job_id}", headers=auth(k))
+        assert after.json()["state"] == "CANCELLED" and after.json()["cancel_requested"] is True
+        assert after.headers["etag"] != first.headers["etag"]
+        # a refused cancel (409: terminal) leaves the job readable and right
+        assert_problem(c.post(f"/v1/jobs/{job_id}/cancel", headers=auth(k)), 409, "job-terminal")
+        assert c.get(f"/v1/jobs/{job_id}", headers=auth(k)).json()["state"] == "CANCELLED"
+
+
+def test_poll_cache_another_process_write_is_visible_within_the_ttl(db_url: str, tmp_path: Any,
+                                                                    factory: Any) -> None:
+    import time
+
+    ttl = 2.0
+    settings = make_settings(db_url, tmp_path, job_cache_ttl_s=ttl)
+    k = new_key(factory, settings)
+    with TestClient(create_app(settings, start_runner=False)) as c:
+        job_id = submit(c, k).json()["id"]
+        assert c.get(f"/v1/jobs/{job_id}", headers=auth(k)).json()["state"] == "QUEUED"
+        written = time.monotonic()
+        _write_as_another_process(factory, job_id, state="RUNNING", attempt=1,
+                                  progress={"fraction": 0.5, "step": 10, "total_steps": 20, "phase": "train",
+                                            "message": ""})
+        stale = c.get(f"/v1/jobs/{job_id}", headers=auth(k)).json()
+        if time.monotonic() - written < ttl:  # (always, unless this machine stalled for seconds)
+            assert stale["state"] == "QUEUED", "served from the process's cache within the TTL"
+        time.sleep(max(0.0, written + ttl + 0.05 - time.monotonic()))
+        fresh = c.get(f"/v1/jobs/{job_id}", headers=auth(k)).json()
+        assert fresh["state"] == "RUNNING" and fresh["attempt"] == 1 and fresh["progress"]["step"] == 10
+
+
+def test_poll_cache_never_crosses_tenants(db_url: str, tmp_path: Any, factory: Any) -> None:
+    settings = make_settings(db_url, tmp_path, job_cache_ttl_s=5)
+    k, other = new_key(factory, settings), new_key(factory, settings)
+    with TestClient(create_app(settings, start_runner=False)) as c:
+        job_id = submit(c, k).json()["id"]
+        for _ in range(2):  # the second owner read is a cache hit
+            assert c.get(f"/v1/jobs/{job_id}", headers=auth(k)).status_code == 200
+        for _ in range(2):
+            assert_problem(c.get(f"/v1/jobs/{job_id}", headers=auth(other)), 404, "job-not-found")
+        assert_problem(c.post(f"/v1/jobs/{job_id}/cancel", headers=auth(other)), 404)
+        # the other tenant's failed cancel did not touch the owner's job
+        assert c.get(f"/v1/jobs/{job_id}", headers=auth(k)).json()["state"] == "QUEUED"
+        assert_problem(c.get("/v1/jobs/" + "a" * 36, headers=auth(k)), 404, "job-not-found")
+
+
+def test_job_cache_loads_once_and_drops_loads_that_straddle_a_write() -> None:
+    import asyncio
+
+    from api.jobcache import JobCache, make_entry
+
+    async def scenario() -> None:
+        cache = JobCache(ttl_s=10)
+        calls = 0
+        gate = asyncio.Event()
+
+        async def load() -> Any:
+            nonlocal calls
+            calls += 1
+            n = calls
+            await gate.wait()
+            return make_entry(b'{"n":%d}' % n)
+
+        waiters = [asyncio.ensure_future(cache.get(1, "j", load)) for _ in range(5)]
+        await asyncio.sleep(0)
+        gate.set()
+        assert {(await w).body for w in waiters} == {b'{"n":1}'} and calls == 1  # concurrent misses share a load
+        assert (await cache.get(1, "j", load)).body == b'{"n":1}' and calls == 1  # then a hit
+        assert (await cache.get(2, "j", load)).body == b'{"n":2}'  # another tenant: its own entry
+        gate.clear()
+        cache.invalidate(1, "j")
+        straddling = asyncio.ensure_future(cache.get(1, "j", load))
+        await asyncio.sleep(0)
+        cache.invalidate(1, "j")  # a write while the load is in flight
+        late = asyncio.ensure_future(cache.get(1, "j", load))  # must not join the load that predates the write
+        await asyncio.sleep(0)
+        gate.set()
+        first, second = (await straddling).body, (await late).body
+        assert first != second and calls == 4
+        assert (await cache.get(1, "j", load)).body == second and calls == 4  # only the later load was stored
+
+        async def failing() -> Any:
+            raise RuntimeError("db down")
+
+        with pytest.raises(RuntimeError):
+            await cache.get(3, "j", failing)
+        assert (await cache.get(3, "j", load)).body == b'{"n":5}'  # failures are not cached
+
+    asyncio.run(scenario())
+
+
 # ------------------------------------------------------------------------------------- pagination
 
 
