@@ -19,13 +19,20 @@ PERCENTILES = (0.02, 0.98)
 
 
 def percentiles(v: Tensor, ps: tuple[float, ...] = PERCENTILES) -> list[Tensor]:
-    """Nearest-rank percentiles (value of rank ⌈p·n⌉) of a flat tensor, by selection.
+    """Nearest-rank percentiles (value of rank ⌈p·n⌉) of a flat tensor, by partial selection.
 
-    ``torch.kthvalue`` is a linear-time selection, several times faster than the full sort that
-    ``torch.quantile`` does (Fig 3 needs the 98th percentile at every snapshot).
+    ``torch.topk`` of the tail (2 % of the values for p2 and p98) is several times cheaper than the
+    full sort that ``torch.quantile`` does (Fig 3 needs the 98th percentile at every snapshot).
     """
     n = v.numel()
-    return [torch.kthvalue(v, min(max(math.ceil(p * n), 1), n)).values for p in ps]
+    out = []
+    for p in ps:
+        rank = min(max(math.ceil(p * n), 1), n)
+        if rank <= n - rank + 1:
+            out.append(torch.topk(v, rank, largest=False, sorted=False).values.max())
+        else:
+            out.append(torch.topk(v, n - rank + 1, largest=True, sorted=False).values.min())
+    return out
 
 
 def activation_stats(z: Tensor, bins: Bins) -> dict[str, object]:

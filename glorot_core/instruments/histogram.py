@@ -106,9 +106,14 @@ class OctaveBins:
 
     def index(self, v: Tensor) -> Tensor:
         d = self.octaves
-        # |v| in [2^(exp-1), 2^exp). frexp(0) has exponent 0, so lift exact zeros to the smallest
-        # normal float, which changes the bin of no value at or above 2^lo.
-        _, exp = torch.frexp(v.abs().add_(torch.finfo(v.dtype).tiny))
+        # e with |v| in [2^(e-1), 2^e): for float32 read straight from the exponent bits (two integer
+        # ops; zeros and subnormals have biased exponent 0 and fall in the bins around 0), else frexp,
+        # whose exponent for 0 is 0, so exact zeros are first lifted to the smallest normal float.
+        if v.dtype == torch.float32:
+            exp = torch.bitwise_right_shift(v.view(torch.int32), 23).bitwise_and_(0xFF).sub_(126)
+        else:
+            _, exp = torch.frexp(v.abs().add_(torch.finfo(v.dtype).tiny))
+            exp = exp.to(torch.int32)
         pos = exp.sub_(1 + self.lo).clamp_(-1, d).add_(d + 3)  # zero bin d+2 … overflow 2d+3
         neg = (v < 0).to(torch.int32)
         return pos.add_(pos.mul(-2).add_(2 * d + 3).mul_(neg))  # mirror: slot ↦ 2d+3 − slot
