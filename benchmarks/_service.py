@@ -28,6 +28,9 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 BROKER_DB = 13  # a Redis DB of the benchmarks' own, and a private queue name in it
+# A job small enough that the benchmarks measure the service, not the science.
+TINY_SPEC = {"model": {"hidden": [16, 16]}, "train": {"steps": 20}, "diagnostics": {"every": 10, "monitor_examples": 50,
+        "jacobian": {"examples": 4}}, "data": {"test_examples": 200}}  # fmt: skip
 
 
 def free_port() -> int:

@@ -16,10 +16,7 @@ import sys
 import httpx
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _service import api_server, stack, wrk
-
-SPEC = {"model": {"hidden": [16, 16]}, "train": {"steps": 20}, "diagnostics": {"every": 10, "monitor_examples": 50,
-        "jacobian": {"examples": 4}}, "data": {"test_examples": 200}}  # fmt: skip
+from _service import TINY_SPEC, api_server, stack, wrk
 
 
 def main() -> int:
@@ -30,7 +27,7 @@ def main() -> int:
     args = ap.parse_args()
     with stack() as st, api_server(st, app="benchmarks._polling_app:create") as base:
         auth = {"Authorization": f"Bearer {st.key}"}
-        r = httpx.post(f"{base}/v1/experiments", json=SPEC, headers=auth)
+        r = httpx.post(f"{base}/v1/experiments", json=TINY_SPEC, headers=auth)
         r.raise_for_status()
         job_url = f"{base}/v1/jobs/{r.json()['id']}"
         assert httpx.get(job_url, headers=auth).status_code == 200

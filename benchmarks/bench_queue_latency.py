@@ -21,10 +21,8 @@ import httpx
 import psycopg
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _service import api_server, celery_worker, stack
+from _service import TINY_SPEC, api_server, celery_worker, stack
 
-SPEC = {"model": {"hidden": [16, 16]}, "train": {"steps": 20}, "diagnostics": {"every": 10, "monitor_examples": 50,
-        "jacobian": {"examples": 4}}, "data": {"test_examples": 200}}  # fmt: skip
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 
 
@@ -39,7 +37,7 @@ def main() -> int:
         lat_ms: list[float] = []
         for i in range(args.jobs + 1):
             sent = datetime.now(UTC)
-            r = http.post("/v1/experiments", json=SPEC, headers=auth)
+            r = http.post("/v1/experiments", json=TINY_SPEC, headers=auth)
             r.raise_for_status()
             job_id = r.json()["id"]
             deadline = time.monotonic() + 120

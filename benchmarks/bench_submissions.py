@@ -18,10 +18,7 @@ import psycopg
 import redis
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _service import BROKER_DB, api_server, stack, wrk
-
-SPEC = {"model": {"hidden": [16, 16]}, "train": {"steps": 20}, "diagnostics": {"every": 10, "monitor_examples": 50,
-        "jacobian": {"examples": 4}}, "data": {"test_examples": 200}}  # fmt: skip
+from _service import BROKER_DB, TINY_SPEC, api_server, stack, wrk
 
 
 def main() -> int:
@@ -32,7 +29,7 @@ def main() -> int:
     with stack() as st, api_server(st) as base:
         script = (
             'wrk.method = "POST"\n'
-            f"wrk.body = {json.dumps(json.dumps(SPEC))}\n"
+            f"wrk.body = {json.dumps(json.dumps(TINY_SPEC))}\n"
             'wrk.headers["Content-Type"] = "application/json"\n'
             f'wrk.headers["Authorization"] = "Bearer {st.key}"\n'
         )
