@@ -12,6 +12,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,13 @@ def run_experiment(
     *,
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
+    on_snapshot: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``spec`` and return its JSON-ready report (DESIGN.md, schema_version 1).
+
+    ``on_snapshot`` receives each snapshot (the JSON-ready dict that will appear in the report's
+    ``snapshots``) as soon as it is taken, on the training thread: it must be quick (hand the data
+    to another thread for I/O). The service streams metric series with it.
 
     Raises ``Cancelled`` when ``should_cancel()`` turns True (checked about 4× a second) and
     ``DataUnavailable`` / ``SpecNotRunnable`` when the spec cannot run here. Divergence is not an
@@ -88,11 +94,14 @@ def run_experiment(
 
     def snapshot(step: int, train_loss: float | None) -> dict[str, Any]:
         host = to_host({"measure": measure(model, mon), "test_error": error_rate(model, x_test, y_test)})
-        return snapshot_entry(
+        entry = snapshot_entry(
             host["measure"], step=step, examples_seen=step * spec.train.batch_size,
             test_error=host["test_error"], train_loss=train_loss,
             elapsed_s=time.monotonic() - started, activation=act,
         )
+        if on_snapshot is not None:
+            on_snapshot(json_safe(entry))
+        return entry
 
     result = train(model, data.next_batch, spec.train, loss_fn, every=spec.diagnostics.every,
                    snapshot=snapshot, progress=progress, should_cancel=should_cancel)

@@ -83,6 +83,13 @@ def test_progress_is_reported_and_ends_complete() -> None:
     assert any(p.phase == "diagnose" for p in seen)
 
 
+def test_snapshots_are_streamed_as_they_are_taken() -> None:
+    seen: list[dict] = []
+    report = run_experiment(_spec(), on_snapshot=seen.append)
+    assert [s["step"] for s in seen] == [0, 20, 40, 60]
+    assert seen == report["snapshots"]
+
+
 def test_cancellation_stops_the_run() -> None:
     calls = {"n": 0}
 
