@@ -485,29 +485,23 @@ def estimate_layer_spectra(
 
 def jacobian_spectra(
     model: MLP,
-    x: Tensor | Trace | None,
-    trace: Trace | JacobianSpec | None = None,
-    spec: JacobianSpec | int | None = None,
-    bins: int | None = None,
+    x_or_trace: Tensor | Trace,
+    spec: JacobianSpec,
+    bins: int = 50,
     *,
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype | None = None,
     probes: int = 4,
     seed: int = 0,
 ) -> dict[str, Any]:
     """All Jacobian spectra a ``JacobianSpec`` asks for: {"layers": [J^1..J^{L-1}], "end_to_end": … | None}.
 
-    Two call forms: ``jacobian_spectra(model, x_or_trace, spec, bins)`` and the snapshot's
-    ``jacobian_spectra(model, x, trace, spec, bins)`` (the trace, when given, saves a forward pass).
-    The first ``spec.examples`` examples are used. ``mode="off"`` returns no layers and no end-to-end.
+    ``x_or_trace``: inputs (a forward pass is run) or a ``Trace`` the caller already has (the
+    snapshot's). The first ``spec.examples`` examples are used. ``mode="off"`` returns no layers and no
+    end-to-end. ``dtype`` of the Grams and eigen-solves: default from ``spec.precision``.
     """
-    if isinstance(trace, JacobianSpec):  # (model, x_or_trace, spec, bins)
-        trace, spec, bins = None, trace, spec if isinstance(spec, int) else bins
-    if not isinstance(spec, JacobianSpec):
-        raise TypeError("jacobian_spectra needs a JacobianSpec")
-    bins = 50 if bins is None else int(bins)
-    source = trace if trace is not None else x
-    if source is None:
-        raise ValueError("jacobian_spectra needs inputs x or a Trace")
+    if dtype is None:
+        dtype = torch.float64 if spec.precision == "float64" else torch.float32
+    source = x_or_trace
     if spec.mode == "off":
         return {"layers": [], "end_to_end": None}
     tr = _as_trace(model, source, spec.examples)

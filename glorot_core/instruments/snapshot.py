@@ -75,8 +75,7 @@ def measure(model: MLP, mon: Monitor) -> dict[str, object]:
 
         detached = type(trace)([s.detach() for s in trace.pre], [z.detach() for z in trace.post],
                                trace.logits.detach())
-        dtype = torch.float64 if mon.jacobian.precision == "float64" else torch.float32
-        result["jacobian"] = jacobian_spectra(model, mon.x, detached, mon.jacobian, mon.bins, dtype=dtype)
+        result["jacobian"] = jacobian_spectra(model, detached, mon.jacobian, mon.bins)
     return result
 
 
