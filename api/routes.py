@@ -215,8 +215,9 @@ def read_report(job_id: str, session: SessionDep, principal: PrincipalDep) -> JS
 @router.get(
     "/jobs/{job_id}/metrics", response_model=MetricsPage, responses=COMMON_ERRORS,
     summary="Metric time series of a job",
-    description="Series per (layer, statistic) as [step, value] points, written when the job SUCCEEDED. Filter "
-    "with repeated `layer` and `statistic`; at most `limit` points per page (capped), `next_cursor` for more.",
+    description="Series per (layer, statistic) as [step, value] points, in every state: they grow while the job "
+    "runs (a point per snapshot, about a second after it is taken) and are exactly the report's once it SUCCEEDED. "
+    "Filter with repeated `layer` and `statistic`; at most `limit` points per page (capped), `next_cursor` for more.",
 )
 def read_metrics(
     job_id: str,

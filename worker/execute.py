@@ -5,12 +5,22 @@ The job row is the truth and the attempt number is the fencing token:
 * **Claim**: ``UPDATE jobs SET state='RUNNING', attempt=attempt+1, worker_id=…, heartbeat_at=now
   WHERE id=:id AND state='QUEUED'``. Exactly one claimant sees one row updated; a message delivered
   twice, or a runner racing a Celery worker, finds nothing to claim and does nothing.
-* **Fencing**: every later write by the claimant (heartbeat, progress, the final state, the report and
-  metric series) is ``… WHERE id=:id AND attempt=:mine AND state='RUNNING'``. If the reaper has
-  re-queued the job (attempt moved on) or it went terminal, the write touches no row, the run notices,
-  stops, and writes nothing more. Results and the SUCCEEDED state commit in one transaction, so a
-  report exists iff the job SUCCEEDED, written by the attempt that the row says ran it.
+* **Fencing**: every later write by the claimant (heartbeat, progress, streamed metric points, the
+  final state, the report and metric series) is ``… WHERE id=:id AND attempt=:mine AND
+  state='RUNNING'``. If the reaper has re-queued the job (attempt moved on) or it went terminal, the
+  write touches no row, the run notices, stops, and writes nothing more. Results and the SUCCEEDED
+  state commit in one transaction, so a report exists iff the job SUCCEEDED, written by the attempt
+  that the row says ran it.
 * **Terminal states never change**: only RUNNING (or QUEUED, for a cancel) rows are ever updated.
+* **Live metric series**: each snapshot's metric rows are handed (``on_snapshot``, on the training
+  thread, no I/O) to the watcher, which writes what has accumulated at most every
+  ``progress_interval_s``, in one transaction that starts with the fenced heartbeat UPDATE (which also
+  locks the job row): a fenced-out attempt writes no point. Points are upserted on (series, step), so a
+  retried batch is harmless. A claim clears the job's series in the claim's own transaction, so a
+  re-run never mixes its points with a dead attempt's: the series are always the current attempt's.
+  At SUCCEEDED, ``store_results`` deletes the job's series and writes the report's, in the transaction
+  that writes the state and the report: the final series are exactly the report's. A FAILED or
+  CANCELLED job keeps what was streamed (the watcher flushes its last rows before the terminal write).
 * **Heartbeat and progress**: a watcher thread beside the run writes the heartbeat every
   ``heartbeat_interval_s`` and the latest progress at most every ``progress_interval_s`` (~1/s), and
   reads ``cancel_requested`` every ``cancel_poll_interval_s``. The training loop never waits on the
@@ -41,7 +51,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Update, insert, select, update
+from sqlalchemy import Update, delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import session_factory, transaction
@@ -54,6 +64,11 @@ log = logging.getLogger("glorot.execute")
 METRIC_BATCH = 5000
 #: Longest error text stored on a job.
 MAX_ERROR_CHARS = 4000
+#: Streamed metric rows a watcher holds while the database is unreachable; beyond this new rows are
+#: dropped (a SUCCEEDED job still gets every row from its report).
+MAX_PENDING_METRIC_ROWS = 2_000_000
+
+MetricRow = tuple[int, int, str, float]
 
 RUNNING = JobState.RUNNING.value
 QUEUED = JobState.QUEUED.value
@@ -120,7 +135,10 @@ def claim_job(factory: sessionmaker[Session], job_id: str, worker_id: str) -> in
         if res.rowcount != 1:  # type: ignore[attr-defined]
             return None
         # We hold the row (Postgres row lock / SQLite write lock) until commit: this is our attempt.
-        return int(s.execute(select(Job.attempt).where(Job.id == job_id)).scalar_one())
+        attempt = int(s.execute(select(Job.attempt).where(Job.id == job_id)).scalar_one())
+        if attempt > 1:  # a re-run: the series streamed by the dead attempt go, with the claim
+            _delete_metric_series(s, job_id)
+        return attempt
 
 
 def next_queued_job_ids(factory: sessionmaker[Session], limit: int = 10) -> list[str]:
@@ -186,10 +204,12 @@ def requeue_job(factory: sessionmaker[Session], job_id: str, attempt: int, reaso
 
 
 def store_results(
-    factory: sessionmaker[Session], job_id: str, attempt: int, report: dict[str, Any],
-    rows: Iterable[tuple[int, int, str, float]],
+    factory: sessionmaker[Session], job_id: str, attempt: int, report: dict[str, Any], rows: Iterable[MetricRow],
 ) -> bool:
-    """SUCCEEDED + the report + the metric series, in one transaction, only if ``attempt`` is current."""
+    """SUCCEEDED + the report + the metric series, in one transaction, only if ``attempt`` is current.
+
+    The series streamed during the run are replaced by ``rows`` (the report's), so the job ends with
+    exactly the report's series whatever was streamed before."""
     now = utcnow()
     body = _json_safe(report)
     with transaction(factory) as s:
@@ -204,19 +224,55 @@ def store_results(
         if res.rowcount != 1:  # type: ignore[attr-defined]
             return False  # fenced out; nothing was written
         s.add(Report(job_id=job_id, attempt=attempt, body=body, created_at=now))
+        _delete_metric_series(s, job_id)  # what this attempt streamed: replaced by the report's rows
         _write_metric_rows(s, job_id, rows)
     return True
 
 
-def _write_metric_rows(s: Session, job_id: str, rows: Iterable[tuple[int, int, str, float]]) -> None:
-    """Series first (one row per layer × statistic), then points in batches of METRIC_BATCH."""
+def _delete_metric_series(s: Session, job_id: str) -> None:
+    """Every series of the job and their points (explicitly: no reliance on ON DELETE CASCADE)."""
+    series = select(MetricSeries.id).where(MetricSeries.job_id == job_id)
+    s.execute(delete(MetricPoint).where(MetricPoint.series_id.in_(series)).execution_options(synchronize_session=False))
+    s.execute(delete(MetricSeries).where(MetricSeries.job_id == job_id).execution_options(synchronize_session=False))
+
+
+def _dialect_insert(s: Session, model: type[Any]) -> Any:
+    """``INSERT`` with ``ON CONFLICT`` support (PostgreSQL and SQLite, the two databases we run on)."""
+    name = s.get_bind().dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(model)
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(model)
+    raise NotImplementedError(f"streaming metric series needs ON CONFLICT; {name} is not supported")
+
+
+def _write_metric_rows(s: Session, job_id: str, rows: Iterable[MetricRow], *, upsert: bool = False) -> None:
+    """Series first (one row per layer × statistic), then points in batches of METRIC_BATCH.
+
+    ``upsert`` (streaming): series that exist are kept and a point already there takes the new value,
+    so a batch may be written twice (a commit whose outcome was lost). Without it (the final write,
+    after the job's series were deleted) plain INSERTs.
+    """
     points: dict[tuple[int, str], dict[int, float | None]] = {}
     for step, layer, statistic, value in rows:
         v = float(value)
         points.setdefault((int(layer), str(statistic)[:64]), {})[int(step)] = v if math.isfinite(v) else None
     if not points:
         return
-    s.execute(insert(MetricSeries), [{"job_id": job_id, "layer": k[0], "statistic": k[1]} for k in points])
+    series_rows = [{"job_id": job_id, "layer": k[0], "statistic": k[1]} for k in points]
+    point_insert: Any = insert(MetricPoint)
+    if upsert:
+        s.execute(_dialect_insert(s, MetricSeries).on_conflict_do_nothing(
+            index_elements=["job_id", "layer", "statistic"]), series_rows)
+        point_insert = _dialect_insert(s, MetricPoint)
+        point_insert = point_insert.on_conflict_do_update(
+            index_elements=["series_id", "step"], set_={"value": point_insert.excluded.value})
+    else:
+        s.execute(insert(MetricSeries), series_rows)
     ids = {
         (layer, stat): sid
         for sid, layer, stat in s.execute(
@@ -229,17 +285,18 @@ def _write_metric_rows(s: Session, job_id: str, rows: Iterable[tuple[int, int, s
         for step, value in series.items():
             batch.append({"series_id": sid, "step": step, "value": value})
             if len(batch) >= METRIC_BATCH:
-                s.execute(insert(MetricPoint), batch)
+                s.execute(point_insert, batch)
                 batch = []
     if batch:
-        s.execute(insert(MetricPoint), batch)
+        s.execute(point_insert, batch)
 
 
 # ------------------------------------------------------------------------------------------- the run
 
 
 class _Watcher(threading.Thread):
-    """Beside the run: heartbeat, progress (throttled), cancel flag, fencing check, soft time limit."""
+    """Beside the run: heartbeat, progress (throttled), streamed metric rows, cancel flag, fencing
+    check, soft time limit."""
 
     def __init__(self, factory: sessionmaker[Session], job_id: str, attempt: int, settings: Settings) -> None:
         super().__init__(name=f"glorot-watch-{job_id[:8]}", daemon=True)
@@ -249,12 +306,24 @@ class _Watcher(threading.Thread):
         self.lost = threading.Event()
         self.started = time.monotonic()
         self._pending: dict[str, Any] | None = None
+        self._rows: list[MetricRow] = []
+        self._dropped_rows = 0
+        self._flush_on_stop = False
         self._lock = threading.Lock()
 
     # Called from the training thread: never blocks on the database.
     def set_progress(self, progress: dict[str, Any]) -> None:
         with self._lock:
             self._pending = progress
+
+    def add_metric_rows(self, rows: Iterable[MetricRow]) -> None:
+        """Queue one snapshot's metric rows for the next write (all of them, or none when over the cap)."""
+        batch = list(rows)
+        with self._lock:
+            if len(self._rows) + len(batch) > MAX_PENDING_METRIC_ROWS:
+                self._dropped_rows += len(batch)
+                return
+            self._rows.extend(batch)
 
     @property
     def over_soft_limit(self) -> bool:
@@ -263,17 +332,51 @@ class _Watcher(threading.Thread):
     def should_stop(self) -> bool:
         return self.cancel.is_set() or self.lost.is_set() or self.over_soft_limit
 
+    def stop(self, *, flush: bool) -> None:
+        """End the loop and wait for it; ``flush``: first write the metric rows still queued (a run that
+        ends without results keeps its series; after a success ``store_results`` rewrites them all)."""
+        self._flush_on_stop = flush
+        self.stop_event.set()
+        self.join(timeout=10)
+
+    def _take_rows(self) -> list[MetricRow]:
+        with self._lock:
+            rows, self._rows = self._rows, []
+            dropped, self._dropped_rows = self._dropped_rows, 0
+        if dropped:
+            log.warning("job %s: %d streamed metric rows dropped (database unreachable too long)", self.job_id, dropped)
+        return rows
+
+    def _write(self, values: dict[str, Any], rows: list[MetricRow]) -> bool:
+        """One transaction: the fenced UPDATE (heartbeat, progress), then, only if it touched the row,
+        the queued metric rows. False when this attempt no longer holds the job (nothing written).
+        On a database error the rows go back to the queue and the error propagates."""
+        try:
+            with transaction(self.factory) as s:
+                res = s.execute(_fenced(self.job_id, self.attempt).values(**values))
+                owned = res.rowcount == 1  # type: ignore[attr-defined]
+                if owned and rows:
+                    _write_metric_rows(s, self.job_id, rows, upsert=True)
+        except Exception:
+            if rows:
+                with self._lock:
+                    self._rows[:0] = rows
+            raise
+        return owned
+
     def run(self) -> None:
         st = self.settings
-        last_beat = last_progress = time.monotonic()
+        last_beat = last_progress = last_rows = time.monotonic()
         tick = min(st.cancel_poll_interval_s, st.heartbeat_interval_s, max(st.progress_interval_s, 0.05))
         while not self.stop_event.wait(tick):
             now = time.monotonic()
             try:
                 with self._lock:
                     pending = self._pending
+                    have_rows = bool(self._rows)
                 write_progress = pending is not None and now - last_progress >= st.progress_interval_s
-                if write_progress or now - last_beat >= st.heartbeat_interval_s:
+                write_rows = have_rows and now - last_rows >= st.progress_interval_s
+                if write_progress or write_rows or now - last_beat >= st.heartbeat_interval_s:
                     values: dict[str, Any] = {"heartbeat_at": utcnow()}
                     if write_progress:
                         values["progress"] = pending
@@ -281,10 +384,12 @@ class _Watcher(threading.Thread):
                             if self._pending is pending:
                                 self._pending = None
                         last_progress = now
-                    with transaction(self.factory) as s:
-                        res = s.execute(_fenced(self.job_id, self.attempt).values(**values))
+                    rows = self._take_rows() if write_rows else []
+                    if rows:
+                        last_rows = now
+                    owned = self._write(values, rows)
                     last_beat = now
-                    if res.rowcount != 1:  # type: ignore[attr-defined]
+                    if not owned:
                         self._check_ownership()
                 with self.factory() as s:
                     row = s.execute(
@@ -296,6 +401,13 @@ class _Watcher(threading.Thread):
                     self.cancel.set()
             except Exception:  # a database hiccup: keep trying; the reaper is the backstop
                 log.exception("job %s: watcher could not reach the database", self.job_id)
+        if self._flush_on_stop and not self.lost.is_set():
+            try:
+                rows = self._take_rows()
+                if rows and not self._write({"heartbeat_at": utcnow()}, rows):
+                    self._check_ownership()
+            except Exception:
+                log.exception("job %s: could not write the last streamed metric rows", self.job_id)
 
     def _check_ownership(self) -> None:
         with self.factory() as s:
@@ -345,12 +457,22 @@ def run_claimed(factory: sessionmaker[Session], job_id: str, attempt: int, setti
     def on_progress(p: Progress) -> None:
         watcher.set_progress(p.as_dict())
 
-    watcher.start()
-    try:
-        from glorot_core.report import metric_rows
-        from glorot_core.runner import run_experiment
+    def on_snapshot(snap: dict[str, Any]) -> None:  # on the training thread: only queues the rows
+        watcher.add_metric_rows(metric_rows({"snapshots": [snap]}))
 
-        report = run_experiment(spec, progress=on_progress, should_cancel=watcher.should_stop)
+    watcher.start()
+    report: dict[str, Any] | None = None
+    try:
+        try:
+            from glorot_core.report import metric_rows
+            from glorot_core.runner import run_experiment
+
+            report = run_experiment(spec, progress=on_progress, should_cancel=watcher.should_stop,
+                                    on_snapshot=on_snapshot)
+        finally:
+            # Before any terminal write: a run without results flushes its last streamed rows while
+            # the job is still RUNNING; after a success store_results rewrites the series anyway.
+            watcher.stop(flush=report is None)
     except Cancelled:
         if watcher.lost.is_set():
             return ExecutionResult(job_id, claimed=True, state=None, attempt=attempt, fenced_out=True)
@@ -364,9 +486,7 @@ def run_claimed(factory: sessionmaker[Session], job_id: str, attempt: int, setti
         log.exception("job %s attempt %d failed", job_id, attempt)
         tb = "".join(traceback.format_exception(e, limit=-3))
         return _finish(factory, job_id, attempt, JobState.FAILED, f"{type(e).__name__}: {e}\n{tb}")
-    finally:
-        watcher.stop_event.set()
-        watcher.join(timeout=10)
+    assert report is not None
     if watcher.lost.is_set() or not store_results(factory, job_id, attempt, report, metric_rows(report)):
         log.warning("job %s: attempt %d finished but no longer holds the job; results dropped", job_id, attempt)
         return ExecutionResult(job_id, claimed=True, state=None, attempt=attempt, fenced_out=True)
