@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from sqlalchemy import bindparam, select, text
 
 from api import services
@@ -20,7 +20,9 @@ from api.models import Job, JobState
 from api.problems import PROBLEM_JSON, Problem, field_errors, validation_problem
 from api.schemas import Health, JobOut, JobPage, MetricSeriesOut, MetricsPage
 from api.security import request_hash
-from glorot_core.spec import validate_spec
+from glorot_core.spec import MAX_WIDTH, validate_spec
+
+MAX_LAYER_INDEX = MAX_WIDTH  # more than any network has layers; bounds the SQL integer
 
 router = APIRouter(prefix="/v1")
 ops = APIRouter()
@@ -224,8 +226,14 @@ def read_metrics(
     session: SessionDep,
     ctx: CtxDep,
     principal: PrincipalDep,
-    layer: Annotated[list[int] | None, Query(description="layer index; 0 = whole network")] = None,
-    statistic: Annotated[list[str] | None, Query(description="e.g. activation.std, test_error")] = None,
+    layer: Annotated[
+        list[Annotated[int, Field(ge=0, le=MAX_LAYER_INDEX)]] | None,
+        Query(max_length=256, description="layer index; 0 = whole network"),
+    ] = None,
+    statistic: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=64)]] | None,
+        Query(max_length=256, description="e.g. activation.std, test_error"),
+    ] = None,
     limit: Annotated[int | None, Query(ge=1, description="points per page (capped by the server)")] = None,
     cursor: Annotated[str | None, Query(max_length=2000)] = None,
 ) -> MetricsPage:

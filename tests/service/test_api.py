@@ -445,3 +445,12 @@ def test_key_cache_and_settings(settings: Settings, factory: sessionmaker[Sessio
     with factory() as s:
         rows = s.execute(select(ApiKey.key_hash, ApiKey.prefix)).all()
     assert all(k not in (h, p) for h, p in rows) and any(k.startswith(p) for _, p in rows)
+
+
+
+def test_metrics_filters_out_of_range_are_422_not_500(idle_client: TestClient, key: str) -> None:
+    """Found by schemathesis: a layer filter beyond SQLite's 64-bit INTEGER raised OverflowError (500)."""
+    job_id = submit(idle_client, key).json()["id"]
+    for query in ("layer=-364615668699027833782009856", "layer=-1", "layer=99999999999", "statistic=" + "x" * 65):
+        r = idle_client.get(f"/v1/jobs/{job_id}/metrics?{query}", headers=auth(key))
+        assert_problem(r, 422)
