@@ -29,6 +29,9 @@ from glorot_core.activations import ACTIVATION_NAMES
 
 MAX_WIDTH = 65_536
 DEFAULT_MAX_PARAMETERS = 100_000_000
+MAX_SNAPSHOTS = 2_000
+"""A snapshot of the paper's 5×1000 network is ≈50 KB of JSON; 2,000 keep a report near 100 MB. The
+paper's own curves need far fewer (5·10⁶ updates at one snapshot per 20,000-update epoch: 251)."""
 
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 InitName = Literal["standard", "normalized", "he", "orthogonal", "lsuv"]
@@ -152,6 +155,13 @@ class ExperimentSpec(_Strict):
         if count > cap:
             errors.append(_error("parameter_cap", ("model", "hidden"), self.model.hidden,
                                  f"the model has {count:,} parameters, above the cap of {cap:,}"))
+        snapshots = self.train.steps // self.diagnostics.every + 1
+        if snapshots > MAX_SNAPSHOTS:
+            errors.append(_error(
+                "too_many_snapshots", ("diagnostics", "every"), self.diagnostics.every,
+                f"{snapshots:,} snapshots for {self.train.steps:,} steps; at most {MAX_SNAPSHOTS:,}: "
+                f"use every >= {-(-self.train.steps // (MAX_SNAPSHOTS - 1)):,}",
+            ))
         in_dim, classes = DATASET_SHAPES[self.data.dataset]
         if self.model.input_dim != in_dim:
             errors.append(_error("dataset_mismatch", ("model", "input_dim"), self.model.input_dim,

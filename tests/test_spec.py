@@ -69,3 +69,10 @@ def test_validate_cli_prints_field_paths(tmp_path) -> None:
     good.write_text("{}")
     r = subprocess.run([sys.executable, "-m", "glorot_core.cli", "validate", str(good)], capture_output=True, text=True)
     assert r.returncode == 0 and "ok" in r.stdout
+
+
+def test_snapshot_count_is_capped_with_a_hint() -> None:
+    locs = _locs({"train": {"steps": 5_000_000}, "diagnostics": {"every": 1000}})
+    assert "use every >= 2,502" in locs[("diagnostics", "every")]
+    spec = validate_spec({"train": {"steps": 5_000_000}, "diagnostics": {"every": 2502}})
+    assert spec.train.steps // spec.diagnostics.every + 1 <= 2000

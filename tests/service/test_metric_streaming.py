@@ -25,7 +25,7 @@ from worker.execute import _Watcher, claim_job, execute_job, reap_stale_jobs, st
 #: Many small snapshots, far more steps than a test waits for: cancelled while RUNNING.
 STREAM_SPEC: dict[str, Any] = {
     "model": {"hidden": [16, 16]},
-    "train": {"steps": 200_000},
+    "train": {"steps": 95_000},  # 1,901 snapshots: under the spec's cap of 2,000
     "diagnostics": {"every": 50, "monitor_examples": 20, "jacobian": {"mode": "off"}},
     "data": {"test_examples": 50},
 }
