@@ -3,7 +3,7 @@ real ``glorot worker`` processes started, stopped and killed like in production.
 
 Isolation: each test module gets its own Postgres database (created from scratch and migrated with
 Alembic) and its own queue name on Redis DB 11, so parallel runs and other engineers' tests never
-consume each other's messages. Never ``task_always_eager``.
+consume each other's messages. Tasks always run in real worker processes, never eagerly in the test.
 """
 
 from __future__ import annotations
