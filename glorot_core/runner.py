@@ -92,11 +92,13 @@ def run_experiment(
     counts = torch.bincount(y_test.cpu(), minlength=spec.model.num_classes)
     majority_error = 1.0 - float(counts.max()) / max(int(counts.sum()), 1)
 
-    def snapshot(step: int, train_loss: float | None) -> dict[str, Any]:
-        host = to_host({"measure": measure(model, mon), "test_error": error_rate(model, x_test, y_test)})
+    def snapshot(step: int, train_loss: torch.Tensor | None) -> dict[str, Any]:
+        # Everything measured at this step reaches the host in one synchronisation.
+        host = to_host({"measure": measure(model, mon), "test_error": error_rate(model, x_test, y_test),
+                        "train_loss": train_loss})
         entry = snapshot_entry(
             host["measure"], step=step, examples_seen=step * spec.train.batch_size,
-            test_error=host["test_error"], train_loss=train_loss,
+            test_error=host["test_error"], train_loss=host["train_loss"],
             elapsed_s=time.monotonic() - started, activation=act,
         )
         if on_snapshot is not None:

@@ -84,13 +84,14 @@ def train(
     loss_fn: Loss,
     *,
     every: int,
-    snapshot: Callable[[int, float | None], Any],
+    snapshot: Callable[[int, torch.Tensor | None], Any],
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``spec.steps`` updates; ``snapshot(step, train_loss)`` at 0 and every ``every``.
 
-    ``train_loss`` is the mean mini-batch cost since the previous snapshot (None at step 0).
+    ``train_loss`` is the mean mini-batch cost since the previous snapshot as a 0-d device tensor (None
+    at step 0), so the snapshot moves it to the host together with everything else it measures.
     Divergence does not raise: the result says at which step and in which layer.
     """
     device = next(model.parameters()).device
@@ -140,8 +141,8 @@ def train(
             pending = []
         if at_snapshot:
             throttle.tick(Progress(step / total, step, total, "diagnose", f"snapshot at step {step}"), force=True)
-            result.snapshots.append(snapshot(step, float(loss_sum) / max(losses_since_snapshot, 1)))
-            loss_sum.zero_()
+            result.snapshots.append(snapshot(step, loss_sum / max(losses_since_snapshot, 1)))
+            loss_sum = torch.zeros_like(loss_sum)
             losses_since_snapshot = 0
         throttle.tick(Progress(step / total, step, total, "train", f"step {step}/{total}"))
     result.steps_done = step

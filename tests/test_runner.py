@@ -98,7 +98,7 @@ def test_cancellation_stops_the_run() -> None:
         return calls["n"] > 1
 
     with pytest.raises(Cancelled):
-        run_experiment(_spec(train={"steps": 1_000_000}), should_cancel=cancel)
+        run_experiment(_spec(train={"steps": 1_000_000}, diagnostics={"every": 100_000}), should_cancel=cancel)
 
 
 def test_huge_learning_rate_ends_with_a_diverged_verdict() -> None:
