@@ -11,7 +11,7 @@ Two kinds of use:
   arithmetically (a floor, or the float exponent from ``torch.frexp``) in a few cheap passes; a
   binary search per value cost more than the forward pass being measured.
 
-Every ``index(v)`` returns int32 slots: 0 = underflow, 1..k = the k bins, k+1 = overflow.
+Every ``count(v)`` returns k+2 slot counts: 0 = underflow, 1..k = the k bins, k+1 = overflow.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ class Bins(Protocol):
 
     def edges(self, device: torch.device | str = "cpu") -> Tensor: ...
 
-    def index(self, v: Tensor) -> Tensor: ...
+    def count(self, v: Tensor) -> Tensor:
+        """Counts per slot (k+2 of them: underflow, the k bins, overflow) of finite values ``v``."""
+        ...
 
 
 def fixed_histogram(values: Tensor, edges: Tensor) -> dict[str, Tensor]:
@@ -83,6 +85,9 @@ class LinearBins:
         i = ((v - self.low) * self.scale).floor_().add_(1).clamp_(0, self.bins).to(torch.int32)
         return i.add_((v > self.high).to(torch.int32))  # k → k+1 above ``high``
 
+    def count(self, v: Tensor) -> Tensor:
+        return torch.bincount(self.index(v), minlength=self.bins + 2)
+
 
 class OctaveBins:
     """Sign-symmetric octave bins for gradients of any scale: edges −2^hi … −2^lo, 0, 2^lo … 2^hi.
@@ -99,21 +104,40 @@ class OctaveBins:
         self.octaves = self.hi - self.lo
         self.bins = 2 * self.octaves + 2
         self.zero_slot = self.octaves + 2
+        self._luts: dict[torch.device, Tensor] = {}
 
     def edges(self, device: torch.device | str = "cpu") -> Tensor:
         pos = torch.pow(2.0, torch.arange(self.lo, self.hi + 1, dtype=torch.float64)).to(device)
         return torch.cat([-pos.flip(0), torch.zeros(1, dtype=pos.dtype, device=device), pos]).float()
 
     def index(self, v: Tensor) -> Tensor:
+        """Slot of every value (any float dtype), from ``torch.frexp``: |v| in [2^(e-1), 2^e)."""
         d = self.octaves
-        # e with |v| in [2^(e-1), 2^e): for float32 read straight from the exponent bits (two integer
-        # ops; zeros and subnormals have biased exponent 0 and fall in the bins around 0), else frexp,
-        # whose exponent for 0 is 0, so exact zeros are first lifted to the smallest normal float.
-        if v.dtype == torch.float32:
-            exp = torch.bitwise_right_shift(v.view(torch.int32), 23).bitwise_and_(0xFF).sub_(126)
-        else:
-            _, exp = torch.frexp(v.abs().add_(torch.finfo(v.dtype).tiny))
-            exp = exp.to(torch.int32)
-        pos = exp.sub_(1 + self.lo).clamp_(-1, d).add_(d + 3)  # zero bin d+2 … overflow 2d+3
+        # frexp's exponent for 0 is 0, so exact zeros are first lifted to the smallest normal float,
+        # which changes the bin of no value at or above 2^lo.
+        _, exp = torch.frexp(v.abs().add_(torch.finfo(v.dtype).tiny))
+        pos = exp.to(torch.int32).sub_(1 + self.lo).clamp_(-1, d).add_(d + 3)  # zero bin d+2 … overflow 2d+3
         neg = (v < 0).to(torch.int32)
         return pos.add_(pos.mul(-2).add_(2 * d + 3).mul_(neg))  # mirror: slot ↦ 2d+3 − slot
+
+    def count(self, v: Tensor) -> Tensor:
+        """Slot counts. For float32, one arithmetic shift of the bit pattern gives sign and biased
+        exponent b together (b − 256 for negative values, b for positive), so a 512-bin bincount of
+        that key, folded into the slots through a lookup table, replaces a dozen elementwise passes."""
+        if v.dtype != torch.float32:
+            return torch.bincount(self.index(v), minlength=self.bins + 2)
+        key = torch.bitwise_right_shift(v.view(torch.int32), 23).add_(256)
+        raw = torch.bincount(key, minlength=512)
+        return torch.zeros(self.bins + 2, dtype=raw.dtype, device=raw.device).index_add_(0, self._lut(raw.device), raw)
+
+    def _lut(self, device: torch.device) -> Tensor:
+        """Slot of each 512-bin key: b = key mod 256, |v| in [2^(b-127), 2^(b-126)); key < 256 is negative.
+        Zeros and subnormals (b = 0) land next to 0 (−0.0 just left of it)."""
+        lut = self._luts.get(device)
+        if lut is None:
+            d = self.octaves
+            b = torch.arange(256)
+            pos = (b - 127 - self.lo).clamp(-1, d) + d + 3
+            lut = torch.cat([2 * d + 3 - pos, pos]).to(device)
+            self._luts[device] = lut
+        return lut

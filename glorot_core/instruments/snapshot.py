@@ -47,9 +47,15 @@ def measure(model: MLP, mon: Monitor) -> dict[str, object]:
     with torch.enable_grad():
         trace = model.trace(mon.x)
         loss_sum = mon.loss(trace.logits, mon.y, reduction="sum")
-        grads = torch.autograd.grad(loss_sum, [*trace.pre, trace.logits, *weights], allow_unused=False)
+        grads = torch.autograd.grad(loss_sum, [*trace.pre, trace.logits])
     L = model.hidden_layers
-    g_pre, g_logits, g_w = grads[:L], grads[L], grads[L + 1:]
+    g_pre, g_logits = grads[:L], grads[L]
+    # ∂C/∂W_i of the mean cost = (∂C/∂s_i)ᵀ z_{i-1} / n: the GEMM autograd would do, with the 1/n
+    # folded into it (alpha) instead of another pass over the weight-sized result.
+    inputs = [mon.x, *(z.detach() for z in trace.post)]
+    zero = torch.zeros((), dtype=mon.x.dtype, device=mon.x.device)
+    g_w = [torch.addmm(zero, g.T, z_in, beta=0, alpha=1.0 / n)
+           for g, z_in in zip([*g_pre, g_logits], inputs, strict=True)]
     layers = []
     for i in range(L):
         z = trace.post[i].detach()
@@ -57,7 +63,7 @@ def measure(model: MLP, mon: Monitor) -> dict[str, object]:
             "activation": activation_stats(z, mon.activation_bins),
             "saturation": saturation_stats(z, mon.activation),
             "backprop_grad": gradient_stats(g_pre[i], mon.gradient_bins),
-            "weight_grad": gradient_stats(g_w[i], mon.gradient_bins, 1.0 / n),
+            "weight_grad": gradient_stats(g_w[i], mon.gradient_bins),
             "mean_field": layer_mean_field(trace.pre[i], mon.activation, weights[i]),
         })
     out_w = weights[-1].detach().to(torch.float64)
@@ -67,7 +73,7 @@ def measure(model: MLP, mon: Monitor) -> dict[str, object]:
         "input_var": mon.x.to(torch.float64).var(),
         "output_grad_var": g_logits.to(torch.float64).var(),
         "output_backward_gain": out_w.shape[0] * out_w.var(),
-        "output_weight_grad": gradient_stats(g_w[-1], mon.gradient_bins, 1.0 / n),
+        "output_weight_grad": gradient_stats(g_w[-1], mon.gradient_bins),
         "layers": layers,
     }
     if mon.jacobian.mode != "off":

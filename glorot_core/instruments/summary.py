@@ -39,7 +39,7 @@ def tensor_summary(v: Tensor, bins: Bins, scale: float = 1.0) -> dict[str, objec
     ss = torch.dot(dev, dev).double() - m.double() * mean * mean
     std = (ss.clamp_min(0) / (nf - 1).clamp_min(1)).sqrt()
     k = bins.bins
-    full = torch.bincount(bins.index(clean if scale == 1.0 else clean * scale), minlength=k + 2)
+    full = bins.count(clean if scale == 1.0 else clean * scale)
     full[bins.zero_slot] -= m  # the replaced entries were counted as zeros
     return {
         "mean": mean * scale,
