@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from glorot_core.instruments.histogram import LinearBins
+
 Tensor = torch.Tensor
 
 
@@ -51,10 +53,9 @@ class Activation:
     def __call__(self, s: Tensor) -> Tensor:
         return self.fn(s)
 
-    def histogram_edges(self, bins: int, device: torch.device | str = "cpu") -> Tensor:
-        """Fixed, evenly spaced edges over ``hist_range``: comparable bin by bin across runs."""
-        lo, hi = self.hist_range
-        return torch.linspace(lo, hi, bins + 1, device=device)
+    def histogram_bins(self, bins: int) -> LinearBins:
+        """Fixed, evenly spaced bins over ``hist_range``: comparable bin by bin across runs."""
+        return LinearBins(*self.hist_range, bins)
 
     def saturation_masks(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Boolean masks (low, high) of saturated outputs ``z`` under this activation's rule."""

@@ -14,7 +14,7 @@ import torch
 from glorot_core.activations import Activation
 from glorot_core.instruments.activation_stats import activation_stats
 from glorot_core.instruments.gradients import gradient_stats
-from glorot_core.instruments.histogram import LinearBins, OctaveBins
+from glorot_core.instruments.histogram import OctaveBins
 from glorot_core.instruments.saturation import saturation_stats
 from glorot_core.instruments.theory import layer_mean_field
 from glorot_core.losses import Loss
@@ -36,7 +36,7 @@ class Monitor:
     bins: int
 
     def __post_init__(self) -> None:
-        self.activation_bins = LinearBins(*self.activation.hist_range, self.bins)
+        self.activation_bins = self.activation.histogram_bins(self.bins)
         self.gradient_bins = OctaveBins()
 
 
