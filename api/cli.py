@@ -3,6 +3,8 @@
     glorot serve [--host H] [--port P]      API + (without a broker) the local runner
     glorot db upgrade|downgrade|current     Alembic migrations, the only way the schema is made
     glorot keys create --tenant NAME        a new API key, printed as the last line
+    glorot keys list [--tenant NAME]        id, tenant, prefix, created, revoked (never the key)
+    glorot keys revoke ID                   revoke a key (running APIs honour it within the auth cache TTL)
     glorot submit SPEC.json [--wait]        submit; --wait shows a progress bar until the job ends
     glorot status ID                        the job as JSON
     glorot report ID [-o FILE]              the report as JSON
@@ -43,6 +45,12 @@ def register(sub: Any) -> None:
     q = ksub.add_parser("create", help="create an API key for a tenant (created if new); prints it last")
     q.add_argument("--tenant", required=True)
     q.set_defaults(func=_cmd_keys_create)
+    q = ksub.add_parser("list", help="list API keys (id, tenant, prefix, created, revoked; never the key)")
+    q.add_argument("--tenant", default=None)
+    q.set_defaults(func=_cmd_keys_list)
+    q = ksub.add_parser("revoke", help="revoke an API key by the id `keys list` shows")
+    q.add_argument("key_id", type=int)
+    q.set_defaults(func=_cmd_keys_revoke)
 
     for name, helptext, func in (
         ("submit", "submit an experiment spec to the service", _cmd_submit),
@@ -147,6 +155,36 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
         return 2
     print(f"created an API key for tenant {tenant.name!r} (id {tenant.id}); it is shown only once:")
     print(key)
+    return 0
+
+
+def _cmd_keys_list(args: argparse.Namespace) -> int:
+    from api.db import session_factory
+    from api.services import list_api_keys
+    from api.settings import get_settings
+
+    with session_factory(get_settings().resolved_database_url)() as session:
+        keys = list_api_keys(session, args.tenant)
+    print(f"{'id':>6}  {'tenant':24}  {'prefix':12}  {'created':25}  revoked")
+    for k in keys:
+        revoked = k.revoked_at.isoformat() if k.revoked_at else "-"
+        print(f"{k.id:>6}  {k.tenant[:24]:24}  {k.prefix:12}  {k.created_at.isoformat():25}  {revoked}")
+    return 0
+
+
+def _cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from api.db import session_factory, transaction
+    from api.services import revoke_api_key
+    from api.settings import get_settings
+
+    settings = get_settings()
+    with transaction(session_factory(settings.resolved_database_url)) as session:
+        info = revoke_api_key(session, args.key_id)
+    if info is None:
+        print(f"glorot keys revoke: no live key with id {args.key_id}", file=sys.stderr)
+        return 1
+    print(f"revoked key {info.id} ({info.prefix}…) of tenant {info.tenant!r}; running APIs stop accepting it "
+          f"within {settings.auth_cache_ttl_s:g} s")
     return 0
 
 

@@ -41,6 +41,40 @@ def create_api_key(session: Session, tenant_name: str, secret: bytes) -> tuple[s
     return key, tenant
 
 
+@dataclass(frozen=True)
+class KeyInfo:
+    """What an operator may see of a key: never the key, nor its hash."""
+
+    id: int
+    tenant: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def list_api_keys(session: Session, tenant_name: str | None = None) -> list[KeyInfo]:
+    """Every key (of one tenant when named), oldest first."""
+    q = select(ApiKey.id, Tenant.name, ApiKey.prefix, ApiKey.created_at, ApiKey.revoked_at).join(
+        Tenant, Tenant.id == ApiKey.tenant_id).order_by(ApiKey.id)
+    if tenant_name is not None:
+        q = q.where(Tenant.name == tenant_name)
+    return [KeyInfo(*row) for row in session.execute(q)]
+
+
+def revoke_api_key(session: Session, key_id: int) -> KeyInfo | None:
+    """Mark key ``key_id`` revoked (conditional: a key is revoked once); None if no such live key.
+
+    API processes that verified the key in the last ``GLOROT_AUTH_CACHE_TTL_S`` seconds keep
+    accepting it until their cache entry expires.
+    """
+    res = session.execute(
+        update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())
+    )
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return next(k for k in list_api_keys(session) if k.id == key_id)
+
+
 # --------------------------------------------------------------------------------------------- jobs
 
 
