@@ -51,6 +51,11 @@ class Settings(BaseSettings):
         "process", description="local runner: each job in a spawned subprocess (safe) or a thread (tests, debugging)"
     )
     local_runner_concurrency: int = Field(1, ge=1, le=64, description="jobs the local runner runs at once")
+    job_memory_limit_mb: int | None = Field(
+        None, ge=256, description="cap on a job process's data segment (RLIMIT_DATA, MiB): a job past it FAILS "
+        "with a memory error instead of taking the machine down; unset = no cap. Job processes only (local runner "
+        "with process isolation, Celery workers), not thread isolation",
+    )
     local_poll_interval_s: float = Field(2.0, gt=0, description="local runner: poll for QUEUED rows this often")
     auto_migrate: bool | None = Field(None, description="`glorot serve` upgrades the schema; default: on for SQLite")
     page_size_default: int = Field(50, ge=1)

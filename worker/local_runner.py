@@ -44,6 +44,7 @@ from worker.execute import (
     requeue_job,
     run_claimed,
 )
+from worker.limits import apply_job_limits
 
 log = logging.getLogger("glorot.local_runner")
 
@@ -52,6 +53,7 @@ def _child_main(settings: Settings, job_id: str, attempt: int) -> None:
     """Entry point of a spawned job process."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [job %(process)d] %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on `glorot serve` is the supervisor's to handle
+    apply_job_limits(settings)
     run_claimed(session_factory(settings.resolved_database_url), job_id, attempt, settings)
 
 

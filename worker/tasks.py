@@ -64,9 +64,16 @@ def delivery_worker_id(task_id: str) -> str:
 
 @app.task(name=RUN_JOB, base=JobTask, bind=True, ignore_result=True)
 def run_job(self: Task, job_id: str) -> None:
-    """Claim and run job ``job_id`` (a no-op when another delivery already claimed it)."""
-    from worker.execute import execute_job
+    """Claim and run job ``job_id`` (a no-op when another delivery already claimed it).
 
+    Each job runs in its own forked child (max_tasks_per_child=1), so the memory cap set here binds
+    this job alone.
+    """
+    from api.settings import get_settings
+    from worker.execute import execute_job
+    from worker.limits import apply_job_limits
+
+    apply_job_limits(get_settings())
     execute_job(str(job_id), worker_id=delivery_worker_id(self.request.id))
 
 

@@ -56,3 +56,34 @@ def test_process_runner_survives_a_killed_job_and_enforces_the_hard_limit(
         runner.stop()
     job: Any = _job(factory, last)
     assert job.state == "QUEUED" and "server stopped" in job.progress["message"]
+
+
+def test_memory_cap_fails_the_greedy_job_and_not_the_next(
+    factory: sessionmaker[Session], db_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """GLOROT_JOB_MEMORY_LIMIT_MB caps the job's process (RLIMIT_DATA): a 420M-parameter model (1.7 GB of
+    float32 weights alone) cannot be allocated under 768 MiB and FAILS with the allocator's error, while
+    the runner goes on and a small job under the same cap SUCCEEDS."""
+    from service_support import TINY_SPEC
+
+    monkeypatch.setenv("GLOROT_MAX_PARAMETERS", str(10**9))  # make_job validates outside the settings
+    settings = make_settings(db_url, tmp_path, local_runner_isolation="process", job_memory_limit_mb=768,
+                             max_parameters=10**9)
+    runner = LocalRunner(settings, factory)
+    runner.start()
+    try:
+        greedy = make_job(factory, {"model": {"hidden": [20_000, 20_000]}, "train": {"steps": 1},
+                                    "data": {"test_examples": 50},
+                                    "diagnostics": {"monitor_examples": 20, "jacobian": {"mode": "off"}}})
+        runner.wake()
+        job = wait_for(lambda: _job(factory, greedy), lambda j: j.state in ("FAILED", "SUCCEEDED"), timeout=120,
+                       poll=0.2)
+        assert job.state == "FAILED" and "allocate memory" in job.error, job.error
+        small = make_job(factory, TINY_SPEC)
+        runner.wake()
+        job = wait_for(lambda: _job(factory, small), lambda j: j.state in ("FAILED", "SUCCEEDED"), timeout=120,
+                       poll=0.2)
+        assert job.state == "SUCCEEDED", job.error
+        assert runner.is_alive()
+    finally:
+        runner.stop()
