@@ -21,9 +21,10 @@ import torch
 import glorot_core
 from glorot_core.activations import get_activation
 from glorot_core.errors import SpecNotRunnable
-from glorot_core.instruments.host import json_safe, to_host
+from glorot_core.instruments.host import to_host
 from glorot_core.instruments.saturation import saturation_rule
 from glorot_core.instruments.snapshot import Monitor, error_rate, measure
+from glorot_core.json_numbers import json_safe
 from glorot_core.losses import LOSSES
 from glorot_core.models import build_mlp
 from glorot_core.progress import CancelCheck, Progress, ProgressCallback

@@ -58,6 +58,9 @@ class _Throttle:
         self.progress, self.should_cancel = progress, should_cancel
         self.last = -math.inf
 
+    def due(self) -> bool:
+        return time.monotonic() - self.last >= CALLBACK_INTERVAL_S
+
     def tick(self, p: Progress, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self.last < CALLBACK_INTERVAL_S:
@@ -144,6 +147,7 @@ def train(
             result.snapshots.append(snapshot(step, loss_sum / max(losses_since_snapshot, 1)))
             loss_sum = torch.zeros_like(loss_sum)
             losses_since_snapshot = 0
-        throttle.tick(Progress(step / total, step, total, "train", f"step {step}/{total}"))
+        if throttle.due():  # build the Progress record only when it will be used
+            throttle.tick(Progress(step / total, step, total, "train", f"step {step}/{total}"))
     result.steps_done = step
     return result

@@ -10,8 +10,9 @@ import torch
 
 from glorot_core.instruments.activation_stats import percentiles
 from glorot_core.instruments.histogram import LinearBins, OctaveBins, fixed_histogram
-from glorot_core.instruments.host import json_safe, to_host
+from glorot_core.instruments.host import to_host
 from glorot_core.instruments.summary import tensor_summary
+from glorot_core.json_numbers import json_safe
 
 NONFINITE = torch.tensor([float("nan"), float("inf"), float("-inf")])
 

@@ -57,6 +57,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.db import session_factory, transaction
 from api.models import Job, JobState, MetricPoint, MetricSeries, Report, utcnow
 from api.settings import Settings, get_settings
+from glorot_core.json_numbers import json_safe
 
 log = logging.getLogger("glorot.execute")
 
@@ -99,17 +100,6 @@ def _fenced(job_id: str, attempt: int) -> Update:
         .where(Job.id == job_id, Job.attempt == attempt, Job.state == RUNNING)
         .execution_options(synchronize_session=False)
     )
-
-
-def _json_safe(tree: Any) -> Any:
-    """NaN/±Inf → strings (JSONB and JSON clients reject them); glorot_core reports already are safe."""
-    if isinstance(tree, float) and not math.isfinite(tree):
-        return "NaN" if math.isnan(tree) else ("Infinity" if tree > 0 else "-Infinity")
-    if isinstance(tree, dict):
-        return {k: _json_safe(v) for k, v in tree.items()}
-    if isinstance(tree, list | tuple):
-        return [_json_safe(v) for v in tree]
-    return tree
 
 
 def _clip(text: str) -> str:
@@ -211,7 +201,7 @@ def store_results(
     The series streamed during the run are replaced by ``rows`` (the report's), so the job ends with
     exactly the report's series whatever was streamed before."""
     now = utcnow()
-    body = _json_safe(report)
+    body = json_safe(report)  # run_experiment's reports already are; reports from elsewhere may not be
     with transaction(factory) as s:
         steps = max((snap.get("step", 0) for snap in body.get("snapshots", [])), default=0)
         res = s.execute(

@@ -38,6 +38,7 @@ class Monitor:
     def __post_init__(self) -> None:
         self.activation_bins = self.activation.histogram_bins(self.bins)
         self.gradient_bins = OctaveBins()
+        self.input_var = self.x.to(torch.float64).var()  # the monitor set is fixed: once, not per snapshot
 
 
 def measure(model: MLP, mon: Monitor) -> dict[str, object]:
@@ -70,7 +71,7 @@ def measure(model: MLP, mon: Monitor) -> dict[str, object]:
     result: dict[str, object] = {
         "monitor_loss": loss_sum.detach() / n,
         "monitor_error": (trace.logits.argmax(-1) != mon.y).float().mean(),
-        "input_var": mon.x.to(torch.float64).var(),
+        "input_var": mon.input_var,
         "output_grad_var": g_logits.to(torch.float64).var(),
         "output_backward_gain": out_w.shape[0] * out_w.var(),
         "output_weight_grad": gradient_stats(g_w[-1], mon.gradient_bins),
