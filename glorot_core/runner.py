@@ -97,13 +97,13 @@ def run_experiment(
         # Everything measured at this step reaches the host in one synchronisation.
         host = to_host({"measure": measure(model, mon), "test_error": error_rate(model, x_test, y_test),
                         "train_loss": train_loss})
-        entry = snapshot_entry(
+        entry = json_safe(snapshot_entry(
             host["measure"], step=step, examples_seen=step * spec.train.batch_size,
             test_error=host["test_error"], train_loss=host["train_loss"],
             elapsed_s=time.monotonic() - started, activation=act,
-        )
+        ))
         if on_snapshot is not None:
-            on_snapshot(json_safe(entry))
+            on_snapshot(entry)
         return entry
 
     result = train(model, data.next_batch, spec.train, loss_fn, every=spec.diagnostics.every,
@@ -152,7 +152,8 @@ def run_experiment(
         },
     }
     report["verdicts"] = diagnose(report, majority_error)
-    return json_safe(report)
+    # Snapshots were made JSON-safe as they were taken; the rest (e.g. a diverged loss of inf) here.
+    return {k: v if k == "snapshots" else json_safe(v) for k, v in report.items()}
 
 
 def run_cli(args: argparse.Namespace) -> int:
