@@ -71,18 +71,35 @@ def test_non_finite_matrix_gives_nan_and_the_others_are_solved() -> None:
 
 @pytest.mark.parametrize("shape", [(4, 7, 11), (4, 11, 7)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_gram_eigvalsh_is_the_smaller_gram(shape: tuple[int, int, int], dtype: torch.dtype) -> None:
+def test_solve_each_of_the_smaller_gram(shape: tuple[int, int, int], dtype: torch.dtype) -> None:
     j = torch.randn(*shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     gram = j @ j.mT if shape[1] <= shape[2] else j.mT @ j
-    w = lapack.gram_eigvalsh(j.to(dtype))
-    assert w is not None and w.shape == (4, min(shape[1:]))
+    jn = j.to(dtype).numpy()
+    k = min(shape[1:])
+    w = lapack.solve_each(4, k, dtype, lambda b, scratch: lapack.gram_into(jn[b], scratch), threads=2)
+    assert w is not None and w.shape == (4, k)
     torch.testing.assert_close(w.double(), torch.linalg.eigvalsh(gram), rtol=0, atol=_tol(gram.to(dtype)))
+
+
+def test_solve_each_restores_thread_counts() -> None:
+    threads = torch.get_num_threads()
+    seen: list[int] = []
+
+    def matrix(b: int, scratch):
+        seen.append(torch.get_num_threads())
+        scratch[:] = 0
+        return scratch
+
+    w = lapack.solve_each(3, 4, torch.float64, matrix, threads=2)
+    assert w is not None and torch.equal(w, torch.zeros(3, 4, dtype=torch.float64))
+    assert seen == [1, 1, 1], "workers build their matrices single-threaded"
+    assert torch.get_num_threads() == threads
 
 
 def test_not_handled_cases_return_none() -> None:
     assert lapack.eigvalsh(_spd(2, 4, torch.float16)) is None
     assert lapack.eigvalsh(_spd(2, 4, torch.float64).requires_grad_()) is None
-    assert lapack.gram_eigvalsh(torch.randn(3, 4)) is None  # not a batch
+    assert lapack.solve_each(2, 4, torch.float16, lambda b, s: s) is None
 
 
 def test_jacobian_spectra_equal_with_torch_fallback(monkeypatch: pytest.MonkeyPatch) -> None:

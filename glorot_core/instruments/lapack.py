@@ -12,7 +12,7 @@ through ``ctypes``, which releases the GIL), with OpenBLAS's own pool limited to
 The library is found through ``threadpoolctl`` (the BLAS numpy loaded) and called through LAPACKE's
 column-major interface, ``?syevd`` with ``jobz='N'`` (eigenvalues only, ascending, as torch returns
 them). Symmetric input means row- and column-major agree. When no such library is found (another
-numpy build, another platform) :func:`eigvalsh` returns None and the caller uses torch.
+numpy build, another platform) these functions return None and the caller uses torch.
 """
 
 from __future__ import annotations
@@ -85,110 +85,105 @@ def available() -> bool:
     return _solvers() is not None
 
 
+Matrix = Callable[[int, np.ndarray], np.ndarray]
+"""(example index, this worker's n×n scratch buffer) -> the C-contiguous n×n matrix to solve (destroyed)."""
+
+
+def solve_each(count: int, n: int, dtype: torch.dtype, matrix: Matrix, threads: int | None = None) -> Tensor | None:
+    """Eigenvalues (count, n), ascending, of ``count`` symmetric matrices built one at a time by ``matrix``.
+
+    Examples are dealt round-robin to ``threads`` workers (default: torch's intra-op thread count). Each
+    worker builds example b's matrix with ``matrix(b, scratch)`` (usually into its own n×n scratch
+    buffer, which then stays in cache for the solve) and solves it; torch and OpenBLAS run
+    single-threaded meanwhile, so building is parallel over examples too. A matrix with a non-finite
+    entry (its sum is checked: one cache-resident pass) is not solved, and its eigenvalues are NaN
+    (LAPACK's result on such input is undefined), as are those of a matrix LAPACK reports a failure for.
+    None when no LAPACK is found or ``dtype`` is not float32/float64: the caller then uses torch.
+    """
+    solvers = _solvers()
+    if solvers is None or dtype not in solvers:
+        return None
+    solve = solvers[dtype]
+    w = torch.full((count, n), float("nan"), dtype=dtype)
+    if count == 0 or n == 0:
+        return w
+    vec, w0 = w.stride(0) * w.element_size(), w.data_ptr()
+    np_dtype = np.float32 if dtype == torch.float32 else np.float64
+
+    def run(indices: range) -> list[int]:
+        scratch = np.empty((n, n), dtype=np_dtype)
+        failed = []
+        for b in indices:
+            a = matrix(b, scratch)
+            if not np.isfinite(np.add.reduce(a, axis=None)) or solve(n, a.ctypes.data, w0 + b * vec) != 0:
+                failed.append(b)
+        return failed
+
+    workers = max(1, min(threads or torch.get_num_threads(), count))
+    parts = [range(i, count, workers) for i in range(workers)]
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with _controller().limit(limits=1, user_api="blas"):
+            if workers == 1:
+                failed = run(parts[0])
+            else:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    failed = [b for part in pool.map(run, parts) for b in part]
+    finally:
+        torch.set_num_threads(torch_threads)
+    for b in failed:
+        w[b] = float("nan")
+    return w
+
+
 def eigvalsh(k: Tensor, threads: int | None = None, *, overwrite: bool = False) -> Tensor | None:
     """Eigenvalues (ascending) of each symmetric matrix in ``k`` (..., n, n), or None if not handled here.
 
-    Handled: CPU float32/float64 tensors with a LAPACK found (see module doc). ``threads`` parallel
-    single-threaded solves (default: torch's intra-op thread count). ``overwrite=True`` lets LAPACK
-    destroy ``k``'s storage when it is contiguous (saves a copy of every matrix). A matrix with a
-    non-finite entry is not solved; its eigenvalues are NaN (LAPACK's result on such input is
-    undefined), as is any matrix LAPACK reports a failure for.
+    Handled: CPU float32/float64 tensors not requiring grad, with a LAPACK found. ``overwrite=True`` lets
+    LAPACK destroy ``k``'s storage when it is contiguous (saves a copy of every matrix). Non-finite
+    matrices give NaN (see :func:`solve_each`).
     """
-    if not _handled(k) or k.dim() < 2:
+    if k.device.type != "cpu" or k.requires_grad or k.dim() < 2:
         return None
     n = k.shape[-1]
     a = k.reshape(-1, n, n)
     if not (overwrite and a.is_contiguous() and a.data_ptr() == k.data_ptr()):
         a = a.clone(memory_format=torch.contiguous_format)
-    row, a0 = a.stride(0) * a.element_size(), a.data_ptr()
-
-    def matrix(b: int, _scratch: np.ndarray) -> int:
-        return a0 + b * row
-
-    finite = torch.isfinite(a).flatten(1).all(1)
-    return _solve_all(finite, n, matrix, threads, scratch=False, dtype=k.dtype).reshape(*k.shape[:-2], n)
-
-
-def gram_eigvalsh(j: Tensor, threads: int | None = None) -> Tensor | None:
-    """Eigenvalues (ascending) of the smaller Gram of each matrix in ``j`` (B, m, n), or None if not handled.
-
-    The Gram (J Jᵀ when m ≤ n, else JᵀJ) is formed per example inside the same single-threaded workers,
-    by numpy's matmul, which calls BLAS ``?syrk`` for a product with its own transpose: half the flops of
-    the batched ``j @ j.mT`` (measured 6.6 vs 11.4 ms per 1000×1024 example on 2 cores), and no
-    (B, k, k) batch of Grams in memory.
-    """
-    if not _handled(j) or j.dim() != 3:
+    an = a.numpy() if a.dtype in (torch.float32, torch.float64) else None
+    if an is None:
         return None
-    jn = j.contiguous().numpy()
-    wide = j.shape[1] <= j.shape[2]
-    k = min(j.shape[1], j.shape[2])
-
-    def matrix(b: int, scratch: np.ndarray) -> int:
-        x = jn[b]
-        np.matmul(x, x.T, out=scratch) if wide else np.matmul(x.T, x, out=scratch)
-        return scratch.ctypes.data
-
-    finite = torch.isfinite(j).flatten(1).all(1)
-    return _solve_all(finite, k, matrix, threads, scratch=True, dtype=j.dtype)
+    w = solve_each(a.shape[0], n, k.dtype, lambda b, _scratch: an[b], threads)
+    return None if w is None else w.reshape(*k.shape[:-2], n)
 
 
 def scaled_eigvalsh(g: Tensor, d: Tensor, threads: int | None = None) -> Tensor | None:
     """Eigenvalues (ascending) of diag(d_b) · G · diag(d_b) for each row d_b of ``d`` (B, n), or None.
 
     ``g`` (n, n) is symmetric and shared by the batch (a layer's W Wᵀ: the exact Jacobian mode's Gram
-    trick). Each worker scales G into its own n×n scratch buffer, which stays in cache for the solve,
+    trick). Each worker scales G into its own scratch buffer, which stays in cache for the solve,
     instead of a (B, n, n) batch of Grams going through memory twice.
     """
-    if not _handled(g) or g.dim() != 2 or d.dim() != 2 or d.shape[1] != g.shape[0]:
+    if g.device.type != "cpu" or g.requires_grad or g.dim() != 2 or g.dtype not in (torch.float32, torch.float64):
         return None
     gn = g.contiguous().numpy()
-    dn = d.to(g.dtype).contiguous().numpy()
+    dn = d.detach().to(g.dtype).contiguous().numpy()
 
-    def matrix(b: int, scratch: np.ndarray) -> int:
+    def matrix(b: int, scratch: np.ndarray) -> np.ndarray:
         np.multiply(gn, dn[b][:, None], out=scratch)
         scratch *= dn[b][None, :]
-        return scratch.ctypes.data
+        return scratch
 
-    finite = torch.isfinite(d).all(1) & torch.isfinite(g).all()
-    return _solve_all(finite, g.shape[0], matrix, threads, scratch=True, dtype=g.dtype)
-
-
-def _handled(t: Tensor) -> bool:
-    solvers = _solvers()
-    return solvers is not None and t.device.type == "cpu" and t.dtype in solvers and not t.requires_grad
+    return solve_each(dn.shape[0], g.shape[0], g.dtype, matrix, threads)
 
 
-def _solve_all(finite: Tensor, n: int, matrix: Callable[[int, np.ndarray], int], threads: int | None,
-               *, scratch: bool, dtype: torch.dtype) -> Tensor:
-    """Eigenvalues (B, n) of the B matrices whose address ``matrix(b, scratch)`` returns (overwritten).
+def gram_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """The smaller Gram of ``x`` (x xᵀ if it is wide, else xᵀ x) written into ``out``.
 
-    Examples are dealt round-robin to ``threads`` workers, each with its own n×n scratch buffer; OpenBLAS
-    runs single-threaded meanwhile. Examples with ``finite[b]`` False and LAPACK failures give NaN.
+    numpy's matmul calls BLAS ``?syrk`` for a product with its own transpose: half the flops of a GEMM
+    (measured 6.6 vs 11.4 ms per 1000×1024 example on 2 cores against torch's batched ``j @ j.mT``).
     """
-    solve = _solvers()[dtype]  # type: ignore[index]
-    count = finite.shape[0]
-    w = torch.full((count, n), float("nan"), dtype=dtype)
-    if count == 0 or n == 0:
-        return w
-    ok = finite.numpy()  # CPU only: no device to wait for
-    vec, w0 = w.stride(0) * w.element_size(), w.data_ptr()
-    np_dtype = np.float32 if dtype == torch.float32 else np.float64
-
-    def run(indices: range) -> list[int]:
-        buf = np.empty((n, n), dtype=np_dtype) if scratch else np.empty((0, 0), dtype=np_dtype)
-        return [b for b in indices if ok[b] and solve(n, matrix(b, buf), w0 + b * vec) != 0]
-
-    workers = max(1, min(threads or torch.get_num_threads(), count))
-    parts = [range(i, count, workers) for i in range(workers)]
-    with _controller().limit(limits=1, user_api="blas"):
-        if workers == 1:
-            failed = run(parts[0])
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                failed = [b for part in pool.map(run, parts) for b in part]
-    for b in failed:
-        w[b] = float("nan")
-    return w
+    return np.matmul(x, x.T, out=out) if x.shape[0] <= x.shape[1] else np.matmul(x.T, x, out=out)
 
 
-__all__ = ["available", "eigvalsh", "gram_eigvalsh", "scaled_eigvalsh"]
+__all__ = ["available", "eigvalsh", "gram_into", "scaled_eigvalsh", "solve_each"]
