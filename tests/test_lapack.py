@@ -128,3 +128,16 @@ def test_scaled_eigvalsh_is_the_layer_gram(dtype: torch.dtype) -> None:
     keep = [0, 1, 2, 3, 5]
     torch.testing.assert_close(lam[keep].double(), torch.linalg.eigvalsh(grams[keep]), rtol=0,
                                atol=_tol(grams[keep].to(dtype)))
+
+
+def test_environment_forces_the_torch_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GLOROT_TORCH_EIGVALSH", "1")
+    lapack._solvers.cache_clear()
+    try:
+        assert not lapack.available() and lapack.eigvalsh(_spd(2, 4, torch.float64)) is None
+        k = _spd(3, 6, torch.float64)
+        assert torch.equal(jac._batched_eigvalsh(k.clone()), torch.linalg.eigvalsh(k))
+    finally:
+        monkeypatch.delenv("GLOROT_TORCH_EIGVALSH")
+        lapack._solvers.cache_clear()
+    assert lapack.available()

@@ -12,7 +12,8 @@ through ``ctypes``, which releases the GIL), with OpenBLAS's own pool limited to
 The library is found through ``threadpoolctl`` (the BLAS numpy loaded) and called through LAPACKE's
 column-major interface, ``?syevd`` with ``jobz='N'`` (eigenvalues only, ascending, as torch returns
 them). Symmetric input means row- and column-major agree. When no such library is found (another
-numpy build, another platform) these functions return None and the caller uses torch.
+numpy build, another platform) these functions return None and the caller uses torch; setting
+``GLOROT_TORCH_EIGVALSH=1`` in the environment forces that fallback (to compare, or to rule this path out).
 """
 
 from __future__ import annotations
