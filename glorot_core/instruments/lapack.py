@@ -73,8 +73,17 @@ def _solvers() -> dict[torch.dtype, Solver] | None:
                 fn.restype = int_t
                 fn.argtypes = [ctypes.c_int, ctypes.c_char, ctypes.c_char, int_t, ctypes.c_void_p, int_t,
                                ctypes.c_void_p]
-            return {dt: functools.partial(_call, fn) for dt, fn in fns.items()}
+            solvers = {dt: functools.partial(_call, fn) for dt, fn in fns.items()}
+            if all(_self_test(solve, dt) for dt, solve in solvers.items()):
+                return solvers
     return None
+
+
+def _self_test(solve: Solver, dtype: torch.dtype) -> bool:
+    """[[2, 1], [1, 2]] has eigenvalues 1 and 3: guards against a wrong guess of the integer width."""
+    a = torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=dtype)
+    w = torch.zeros(2, dtype=dtype)
+    return solve(2, a.data_ptr(), w.data_ptr()) == 0 and torch.allclose(w, torch.tensor([1.0, 3.0], dtype=dtype))
 
 
 def _call(fn: ctypes._CFuncPtr, n: int, a: int, w: int) -> int:
