@@ -154,15 +154,13 @@ def eigvalsh(k: Tensor, threads: int | None = None, *, overwrite: bool = False) 
     LAPACK destroy ``k``'s storage when it is contiguous (saves a copy of every matrix). Non-finite
     matrices give NaN (see :func:`solve_each`).
     """
-    if k.device.type != "cpu" or k.requires_grad or k.dim() < 2:
+    if k.device.type != "cpu" or k.requires_grad or k.dim() < 2 or k.dtype not in (torch.float32, torch.float64):
         return None
     n = k.shape[-1]
     a = k.reshape(-1, n, n)
     if not (overwrite and a.is_contiguous() and a.data_ptr() == k.data_ptr()):
         a = a.clone(memory_format=torch.contiguous_format)
-    an = a.numpy() if a.dtype in (torch.float32, torch.float64) else None
-    if an is None:
-        return None
+    an = a.numpy()
     w = solve_each(a.shape[0], n, k.dtype, lambda b, _scratch: an[b], threads)
     return None if w is None else w.reshape(*k.shape[:-2], n)
 
