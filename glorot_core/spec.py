@@ -119,8 +119,9 @@ class JacobianSpec(_Strict):
     )
     precision: Literal["float32", "float64"] = Field(
         "float32",
-        description="dtype of the Gram matrices and eigen-solves: float32 resolves singular values down to "
-        "≈1e-3·σ_max (mean σ within 1e-5 of float64), float64 down to ≈1e-7·σ_max at several times the cost",
+        description="exact mode: dtype of the Gram matrices and eigen-solves: float32 resolves singular values "
+        "down to ≈1e-3·σ_max (mean σ within 1e-5 of float64), float64 down to ≈1e-7·σ_max at ≈1.4× the cost on "
+        "the CPU (more on GPUs with slow float64); estimate mode's Lanczos always runs in float64",
     )
 
 
