@@ -141,3 +141,15 @@ def test_environment_forces_the_torch_fallback(monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.delenv("GLOROT_TORCH_EIGVALSH")
         lapack._solvers.cache_clear()
     assert lapack.available()
+
+
+def test_concurrent_callers_get_right_answers_and_thread_counts_are_restored() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = torch.get_num_threads()
+    ks = [_spd(4, 30, torch.float64, seed=s) for s in range(6)]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        got = list(pool.map(lambda k: lapack.eigvalsh(k, 2), ks))
+    for k, w in zip(ks, got, strict=True):
+        torch.testing.assert_close(w, torch.linalg.eigvalsh(k), rtol=0, atol=_tol(k))
+    assert torch.get_num_threads() == threads
