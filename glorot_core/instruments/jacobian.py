@@ -125,11 +125,8 @@ def _batched_eigvalsh(k: Tensor) -> Tensor:
     single-threaded solve per core: 1.45× faster than ``torch.linalg.eigvalsh`` at 1000×1000, see
     there); elsewhere, or without that LAPACK, ``torch.linalg.eigvalsh`` (batched cuSOLVER on CUDA).
     """
-    if k.device.type == "cpu":
-        w = lapack.eigvalsh(k, overwrite=True)
-        if w is not None:
-            return w
-    return torch.linalg.eigvalsh(k)
+    w = lapack.eigvalsh(k, overwrite=True)  # None off the CPU or without that LAPACK
+    return w if w is not None else torch.linalg.eigvalsh(k)
 
 
 def _summary(sv: Tensor, bins: int, floor_rel: float) -> dict[str, Any]:
@@ -177,7 +174,7 @@ def _layer_svals(weight: Tensor, d: Tensor, dtype: torch.dtype, max_bytes: int) 
     out = []
     if m <= n:
         g = w @ w.T
-        lam = lapack.scaled_eigvalsh(g, d) if g.device.type == "cpu" else None
+        lam = lapack.scaled_eigvalsh(g, d)  # None off the CPU or without that LAPACK
         if lam is not None:
             return lam.clamp_min(0).sqrt()
         for c in range(0, d.shape[0], chunk):
