@@ -2,7 +2,7 @@
 
 This is an independent, batched re-implementation of the Shapeset-3x2 configuration of the authors' own
 generator (repository glorotxa/Shapeset, ``Polygongen`` with the parameters of its ``simpleexemple.py``),
-following ``/work/shared/paper/GLOROT2010.md`` section 2:
+following the paper's description (docs/science.md, "Shapeset-3x2"):
 
 * 1 or 2 objects with probability 1/2 each; each object's type is uniform over triangle (3 vertices),
   parallelogram (4) and "ellipse" (a 20-vertex polygon);
