@@ -31,6 +31,9 @@ class GlorotAPIError(Exception):
         lines = [f"HTTP {status}: {detail}"]
         lines += [f"  {e.get('field') or '.'.join(map(str, e.get('loc', [])))}: {e.get('message')}"
                   for e in problem.get("errors", [])]
+        if status == 401:  # say where the key comes from: the commonest newcomer mistake is an unset variable
+            lines.append("  the API key is read from $GLOROT_API_KEY (or --api-key / api_key=): "
+                         "export GLOROT_API_KEY=<a key from `glorot keys create`>")
         super().__init__("\n".join(lines))
 
 
