@@ -1,4 +1,4 @@
-"""The HTTP side of glorot: FastAPI app, auth, errors, settings, and the persistence layer the worker reuses.
+"""The HTTP side of glorot: FastAPI app, routes, auth, errors and the service layer behind the routes.
 
-Depends on glorot_core (never the other way round). See docs/service.md.
+Depends on ``jobs`` and ``glorot_core``, never on ``worker`` (docs/architecture.md).
 """

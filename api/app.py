@@ -20,14 +20,14 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
 from api import problems
-from api.db import session_factory
+from jobs.db import session_factory
 from api.deps import AppContext
 from api.dispatch import LocalDispatcher, make_dispatcher
 from api.jobcache import JobCache
 from api.middleware import BodyLimitMiddleware, BodyTooLarge, PrometheusMiddleware
-from api.models import Job, JobState
+from jobs.models import Job, JobState
 from api.routes import ops, router
-from api.settings import Settings, get_settings
+from jobs.settings import Settings, get_settings
 
 log = logging.getLogger("glorot.api")
 

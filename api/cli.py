@@ -80,17 +80,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from api.settings import get_settings
+    from jobs.settings import get_settings
 
     settings = get_settings()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     url = settings.resolved_database_url
     if settings.should_auto_migrate:
-        from api.migrate import upgrade
+        from jobs.migrate import upgrade
 
         upgrade(url)
     else:
-        from api.migrate import current_revision, head_revision
+        from jobs.migrate import current_revision, head_revision
 
         if current_revision(url) != head_revision():
             print("glorot serve: the database schema is not at head; run `glorot db upgrade` first", file=sys.stderr)
@@ -107,8 +107,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from api.migrate import current_revision, upgrade
-    from api.settings import get_settings
+    from jobs.migrate import current_revision, upgrade
+    from jobs.settings import get_settings
 
     url = get_settings().resolved_database_url
     upgrade(url, args.revision)
@@ -117,8 +117,8 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _cmd_db_downgrade(args: argparse.Namespace) -> int:
-    from api.migrate import current_revision, downgrade
-    from api.settings import get_settings
+    from jobs.migrate import current_revision, downgrade
+    from jobs.settings import get_settings
 
     url = get_settings().resolved_database_url
     downgrade(url, args.revision)
@@ -127,8 +127,8 @@ def _cmd_db_downgrade(args: argparse.Namespace) -> int:
 
 
 def _cmd_db_current(args: argparse.Namespace) -> int:
-    from api.migrate import current_revision
-    from api.settings import get_settings
+    from jobs.migrate import current_revision
+    from jobs.settings import get_settings
 
     print(current_revision(get_settings().resolved_database_url) or "(empty: run `glorot db upgrade`)")
     return 0
@@ -137,13 +137,13 @@ def _cmd_db_current(args: argparse.Namespace) -> int:
 def _cmd_keys_create(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
-    from api.db import session_factory, transaction
+    from jobs.db import session_factory, transaction
     from api.services import create_api_key
-    from api.settings import get_settings
+    from jobs.settings import get_settings
 
     settings = get_settings()
     if settings.should_auto_migrate:  # embedded default: `keys create` may come before the first `serve`
-        from api.migrate import upgrade
+        from jobs.migrate import upgrade
 
         upgrade(settings.resolved_database_url)
     try:
@@ -159,9 +159,9 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_list(args: argparse.Namespace) -> int:
-    from api.db import session_factory
+    from jobs.db import session_factory
     from api.services import list_api_keys
-    from api.settings import get_settings
+    from jobs.settings import get_settings
 
     with session_factory(get_settings().resolved_database_url)() as session:
         keys = list_api_keys(session, args.tenant)
@@ -173,9 +173,9 @@ def _cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_revoke(args: argparse.Namespace) -> int:
-    from api.db import session_factory, transaction
+    from jobs.db import session_factory, transaction
     from api.services import revoke_api_key
-    from api.settings import get_settings
+    from jobs.settings import get_settings
 
     settings = get_settings()
     with transaction(session_factory(settings.resolved_database_url)) as session:

@@ -24,10 +24,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.dispatch import Dispatcher
 from api.jobcache import JobCache
-from api.models import ApiKey, Tenant
+from jobs.models import ApiKey, Tenant
 from api.problems import Problem
 from api.security import hash_api_key
-from api.settings import Settings
+from jobs.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from api.settings import Settings
+from jobs.settings import Settings
 
 log = logging.getLogger("glorot.dispatch")
 

@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, select, text
 from api import services
 from api.deps import AppContext, CtxDep, PrincipalDep, SessionDep
 from api.jobcache import CachedJob, make_entry
-from api.models import Job, JobState
+from jobs.models import Job, JobState
 from api.problems import PROBLEM_JSON, Problem, field_errors, validation_problem
 from api.schemas import Health, JobOut, JobPage, MetricSeriesOut, MetricsPage
 from api.security import request_hash

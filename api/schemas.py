@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.models import Job, JobState
+from jobs.models import Job, JobState
 
 
 class JobProgress(BaseModel):

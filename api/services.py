@@ -14,7 +14,7 @@ from sqlalchemy import and_, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.models import ApiKey, Job, JobState, MetricPoint, MetricSeries, Report, Tenant, utcnow
+from jobs.models import ApiKey, Job, JobState, MetricPoint, MetricSeries, Report, Tenant, utcnow
 from api.problems import Problem
 from api.security import (
     BadToken,

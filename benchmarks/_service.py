@@ -53,7 +53,7 @@ class Stack:
 @contextlib.contextmanager
 def stack(**extra: str) -> Iterator[Stack]:
     """A fresh migrated database, a private queue, an API key; dropped/deleted afterwards."""
-    from api.migrate import upgrade
+    from jobs.migrate import upgrade
 
     name = f"glorot_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
@@ -76,7 +76,7 @@ def stack(**extra: str) -> Iterator[Stack]:
         st.key = _make_key(st)
         yield st
     finally:
-        from api.db import dispose_engines
+        from jobs.db import dispose_engines
 
         dispose_engines()
         with contextlib.suppress(Exception):

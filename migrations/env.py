@@ -1,14 +1,14 @@
 """Alembic environment: the URL comes from glorot's settings (or a connection handed in by a caller).
 
 SQLite runs in batch mode (ALTER TABLE is limited there); constraint names come from the naming
-convention on ``api.models.Base.metadata`` so that batch mode and downgrades can find them.
+convention on ``jobs.models.Base.metadata`` so that batch mode and downgrades can find them.
 """
 
 from __future__ import annotations
 
 from alembic import context
 
-from api.models import Base
+from jobs.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -18,7 +18,7 @@ def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from api.settings import Settings
+    from jobs.settings import Settings
 
     return Settings().resolved_database_url
 
@@ -47,7 +47,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    from api.db import create_db_engine
+    from jobs.db import create_db_engine
 
     engine = create_db_engine(_url())
     try:

@@ -35,7 +35,7 @@ from typing import Any
 
 from celery import Celery, bootsteps, signals
 
-from api.settings import Settings, get_settings
+from jobs.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     if args.no_maintenance:
         os.environ["GLOROT_WORKER_MAINTENANCE"] = "0"
 
-    from api.settings import get_settings
+    from jobs.settings import get_settings
 
     settings = get_settings()
     if not settings.broker_url:

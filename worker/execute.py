@@ -54,9 +54,9 @@ from pydantic import ValidationError
 from sqlalchemy import Update, delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.db import session_factory, transaction
-from api.models import Job, JobState, MetricPoint, MetricSeries, Report, utcnow
-from api.settings import Settings, get_settings
+from jobs.db import session_factory, transaction
+from jobs.models import Job, JobState, MetricPoint, MetricSeries, Report, utcnow
+from jobs.settings import Settings, get_settings
 from glorot_core.json_numbers import json_safe
 
 log = logging.getLogger("glorot.execute")

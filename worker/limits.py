@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import resource
 
-from api.settings import Settings
+from jobs.settings import Settings
 
 log = logging.getLogger("glorot.limits")
 

@@ -31,9 +31,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.db import session_factory
-from api.models import Job, JobState, utcnow
-from api.settings import Settings
+from jobs.db import session_factory
+from jobs.models import Job, JobState, utcnow
+from jobs.settings import Settings
 from worker.execute import (
     claim_job,
     default_worker_id,

@@ -37,9 +37,9 @@ import redis
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.db import session_factory
-from api.models import Job, JobState, utcnow
-from api.settings import Settings, get_settings
+from jobs.db import session_factory
+from jobs.models import Job, JobState, utcnow
+from jobs.settings import Settings, get_settings
 
 log = logging.getLogger("glorot.maintenance")
 

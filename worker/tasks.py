@@ -15,7 +15,7 @@ from typing import Any
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import Task
 
-from api.settings import get_settings
+from jobs.settings import get_settings
 from worker.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class JobTask(Task):
             # close it, so no pooled connection is inherited by the next child.
             from sqlalchemy.orm import sessionmaker
 
-            from api.db import create_db_engine
+            from jobs.db import create_db_engine
             from worker.execute import fail_running_job
 
             engine = create_db_engine(settings.resolved_database_url)
@@ -69,7 +69,7 @@ def run_job(self: Task, job_id: str) -> None:
     Each job runs in its own forked child (max_tasks_per_child=1), so the memory cap set here binds
     this job alone.
     """
-    from api.settings import get_settings
+    from jobs.settings import get_settings
     from worker.execute import execute_job
     from worker.limits import apply_job_limits
 

@@ -69,7 +69,7 @@ def services_or_fail() -> None:
 @contextlib.contextmanager
 def fresh_database(prefix: str = "glorot_celery") -> Iterator[str]:
     """A new, migrated Postgres database; yields its SQLAlchemy URL and drops it afterwards."""
-    from api.migrate import upgrade
+    from jobs.migrate import upgrade
 
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
@@ -79,7 +79,7 @@ def fresh_database(prefix: str = "glorot_celery") -> Iterator[str]:
         upgrade(url)
         yield url
     finally:
-        from api.db import dispose_engines
+        from jobs.db import dispose_engines
 
         dispose_engines()
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
@@ -117,7 +117,7 @@ class Env:
     def applied(self) -> Iterator[Celery]:
         """Set the variables in this process too, and yield a Celery client app made from them, the
         way the API process makes its own (``worker.celery_app.make_app``)."""
-        from api.settings import get_settings
+        from jobs.settings import get_settings
         from worker.celery_app import make_app
 
         old = {k: os.environ.get(k) for k in self.variables()}
@@ -191,7 +191,7 @@ class Worker:
 
 
 def make_tenant(factory: sessionmaker[Session], name: str = "celery-tests") -> int:
-    from api.models import Tenant
+    from jobs.models import Tenant
 
     with factory() as s, s.begin():
         tenant = s.execute(select(Tenant).where(Tenant.name == name)).scalar_one_or_none()
@@ -211,7 +211,7 @@ def publish(client: Celery, job_id: str, **options: Any) -> None:
 
 def submit(factory: sessionmaker[Session], client: Celery, tenant_id: int, spec: dict[str, Any] | None = None) -> str:
     """What the API's submit does: commit a QUEUED row, then (only then) publish its id."""
-    from api.models import Job, utcnow
+    from jobs.models import Job, utcnow
 
     with factory() as s, s.begin():
         job = Job(tenant_id=tenant_id, spec=spec or TINY_SPEC, dispatched_at=utcnow())
@@ -223,7 +223,7 @@ def submit(factory: sessionmaker[Session], client: Celery, tenant_id: int, spec:
 
 
 def job_row(factory: sessionmaker[Session], job_id: str) -> Any:
-    from api.models import Job
+    from jobs.models import Job
 
     with factory() as s:
         return s.execute(select(Job).where(Job.id == job_id)).scalar_one()
@@ -247,7 +247,7 @@ def wait_state(
 
 def request_cancel(factory: sessionmaker[Session], job_id: str) -> None:
     """What POST /v1/jobs/{id}/cancel does for a RUNNING job: set the flag the job polls."""
-    from api.models import Job, utcnow
+    from jobs.models import Job, utcnow
 
     with factory() as s, s.begin():
         s.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True, cancel_requested_at=utcnow()))

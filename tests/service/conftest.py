@@ -6,7 +6,7 @@ session (through the ``postgres`` maintenance database) and dropped at the end; 
 is never touched. If PostgreSQL is unreachable the Postgres-parametrised tests FAIL (they never skip):
 set ``GLOROT_TEST_PG_URL`` to point them elsewhere.
 
-The schema is made the product's way, by the Alembic migrations (``api.migrate.upgrade``). Between
+The schema is made the product's way, by the Alembic migrations (``jobs.migrate.upgrade``). Between
 tests every table is emptied.
 """
 
@@ -21,10 +21,10 @@ from service_support import create_pg_database, drop_pg_database, make_settings,
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from api.db import dispose_engines, session_factory, transaction
-from api.migrate import upgrade
-from api.models import Base
-from api.settings import Settings
+from jobs.db import dispose_engines, session_factory, transaction
+from jobs.migrate import upgrade
+from jobs.models import Base
+from jobs.settings import Settings
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

@@ -17,9 +17,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.db import transaction
+from jobs.db import transaction
 from api.services import create_api_key
-from api.settings import Settings
+from jobs.settings import Settings
 
 PG_SERVER_URL = os.environ.get("GLOROT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 SECRET = "test-secret-not-for-production"

@@ -23,7 +23,7 @@ from service_support import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from api.settings import Settings
+from jobs.settings import Settings
 
 PROBLEM = "application/problem+json"
 
@@ -257,8 +257,8 @@ def _write_as_another_process(factory: sessionmaker[Session], job_id: str, **val
     """A write the API process does not make itself (a worker's claim or progress), straight to the row."""
     from sqlalchemy import update
 
-    from api.db import transaction
-    from api.models import Job
+    from jobs.db import transaction
+    from jobs.models import Job
 
     with transaction(factory) as s:
         s.execute(update(Job).where(Job.id == job_id).values(**values))
@@ -266,7 +266,7 @@ def _write_as_another_process(factory: sessionmaker[Session], job_id: str, **val
 
 def test_poll_body_is_the_job_model_and_carries_an_etag(idle_client: TestClient, key: str,
                                                         factory: sessionmaker[Session]) -> None:
-    from api.models import Job
+    from jobs.models import Job
     from api.schemas import JobOut
     from api.services import get_job
 
@@ -439,7 +439,7 @@ def test_key_cache_and_settings(settings: Settings, factory: sessionmaker[Sessio
     """Keys are stored only as HMACs: the raw key appears nowhere in the table."""
     from sqlalchemy import select
 
-    from api.models import ApiKey
+    from jobs.models import ApiKey
 
     k = new_key(factory, settings)
     with factory() as s:

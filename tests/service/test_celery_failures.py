@@ -44,7 +44,7 @@ MEDIUM_STEPS = 2000
 @pytest.fixture()
 def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
     services_or_fail()
-    from api.db import session_factory
+    from jobs.db import session_factory
 
     with fresh_database() as url:
         env = Env(database_url=url, tmp=tmp_path)
@@ -112,8 +112,8 @@ def test_sweeper_leaves_jobs_whose_message_waits_in_redis(stack: dict[str, Any])
     whose message is gone (or whose publish failed) is re-dispatched, once per period."""
     from datetime import timedelta
 
-    from api.models import Job, utcnow
-    from api.settings import get_settings
+    from jobs.models import Job, utcnow
+    from jobs.settings import get_settings
     from worker.maintenance import pending_job_ids, sweep_queued
 
     factory, client, settings = stack["factory"], stack["client"], get_settings()

@@ -40,7 +40,7 @@ pytestmark = pytest.mark.integration
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A migrated database, a private queue, a client app and one running worker for the module."""
     services_or_fail()
-    from api.db import session_factory
+    from jobs.db import session_factory
 
     tmp = Path(tmp_path_factory.mktemp("celery-worker"))
     with fresh_database() as url:
@@ -74,7 +74,7 @@ def test_submit_runs_to_succeeded_with_a_report(stack: dict[str, Any]) -> None:
     job = job_row(factory, job_id)
     assert job.attempt == 1 and job.started_at and job.finished_at and job.error is None
     assert job.progress["fraction"] == 1.0 and job.progress["phase"] == "done"
-    from api.models import Report
+    from jobs.models import Report
 
     with factory() as s:
         report = s.execute(select(Report).where(Report.job_id == job_id)).scalar_one()
@@ -99,7 +99,7 @@ def test_a_message_delivered_twice_runs_once(stack: dict[str, Any]) -> None:
     # FIFO with one worker: once a job submitted after the duplicates is done, they were all consumed.
     sentinel = submit(factory, client, stack["tenant"], TINY_SPEC)
     wait_state(factory, sentinel, {"SUCCEEDED"}, 60, workers=(w,))
-    from api.models import Report
+    from jobs.models import Report
 
     job = job_row(factory, job_id)
     assert job.state == "SUCCEEDED" and job.attempt == 1
@@ -129,7 +129,7 @@ def test_hard_time_limit_fails_the_row_from_the_worker_parent(stack: dict[str, A
     it fails the RUNNING row if the killed delivery still holds it (and only then)."""
     from billiard.exceptions import TimeLimitExceeded
 
-    from api.models import Job, utcnow
+    from jobs.models import Job, utcnow
     from worker.tasks import delivery_worker_id, run_job
 
     factory = stack["factory"]

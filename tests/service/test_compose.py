@@ -50,7 +50,7 @@ def test_services_and_image(compose: dict[str, Any]) -> None:
 
 
 def test_every_glorot_variable_is_a_settings_field(compose: dict[str, Any]) -> None:
-    from api.settings import Settings
+    from jobs.settings import Settings
 
     fields = set(Settings.model_fields)
     seen = 0
@@ -70,7 +70,7 @@ def test_every_glorot_variable_is_a_settings_field(compose: dict[str, Any]) -> N
 def test_the_compose_settings_validate_and_give_a_safe_celery_config(compose: dict[str, Any]) -> None:
     """The worker's environment builds valid Settings, and its Redis visibility timeout exceeds the
     hard time limit (else a long job is delivered again while it runs)."""
-    from api.settings import Settings
+    from jobs.settings import Settings
     from worker.celery_app import celery_config
 
     env = {k.removeprefix("GLOROT_").lower(): v for k, v in _env(compose["services"]["worker"]).items()}
@@ -165,7 +165,7 @@ def test_migrate_command_natively_against_postgres(compose: dict[str, Any], tmp_
         with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{name}") as conn:
             version = conn.execute("SELECT version_num FROM alembic_version").fetchone()
             tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-        from api.migrate import head_revision
+        from jobs.migrate import head_revision
 
         assert version is not None and version[0] == head_revision()
         assert {"jobs", "tenants", "api_keys", "reports"} <= tables

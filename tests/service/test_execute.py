@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.db import transaction
-from api.models import Job, JobState, MetricPoint, Report, Tenant, utcnow
-from api.settings import Settings
+from jobs.db import transaction
+from jobs.models import Job, JobState, MetricPoint, Report, Tenant, utcnow
+from jobs.settings import Settings
 from worker import execute
 from worker.execute import claim_job, execute_job, fail_job, reap_stale_jobs, requeue_job, store_results
 

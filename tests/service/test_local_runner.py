@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from test_execute import make_job
 
-from api.models import Job
+from jobs.models import Job
 from worker.local_runner import LocalRunner
 
 

@@ -15,9 +15,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from test_execute import FAKE_REPORT, ROWS, make_job, row
 
-from api.db import transaction
-from api.models import Job, MetricPoint, MetricSeries, Report, utcnow
-from api.settings import Settings
+from jobs.db import transaction
+from jobs.models import Job, MetricPoint, MetricSeries, Report, utcnow
+from jobs.settings import Settings
 from glorot_core.report import metric_rows
 from worker import execute
 from worker.execute import _Watcher, claim_job, execute_job, reap_stale_jobs, store_results

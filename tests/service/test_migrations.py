@@ -12,9 +12,9 @@ from alembic.runtime.migration import MigrationContext
 from service_support import create_pg_database, drop_pg_database
 from sqlalchemy import inspect
 
-from api.db import create_db_engine
-from api.migrate import current_revision, downgrade, head_revision, upgrade
-from api.models import Base
+from jobs.db import create_db_engine
+from jobs.migrate import current_revision, downgrade, head_revision, upgrade
+from jobs.models import Base
 
 TABLES = {"tenants", "api_keys", "jobs", "reports", "metric_series", "metric_points", "blobs"}
 

@@ -30,7 +30,7 @@ def current_revision(url: str) -> str | None:
     """The schema revision of the database at ``url`` (None: never migrated)."""
     from alembic.runtime.migration import MigrationContext
 
-    from api.db import create_db_engine
+    from jobs.db import create_db_engine
 
     engine = create_db_engine(url)
     try:
