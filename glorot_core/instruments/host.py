@@ -12,7 +12,11 @@ from typing import Any
 
 import torch
 
+from glorot_core.json_numbers import float32_numbers
+
 _INT_KINDS = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool)
+_FLOAT32_KINDS = (torch.float32, torch.float16, torch.bfloat16)
+"""Written in float32's shortest round-trip form (``float32_numbers``), not as widened doubles."""
 
 
 def to_host(tree: Any) -> Any:
@@ -29,8 +33,11 @@ def to_host(tree: Any) -> Any:
             n = node.numel()
             chunk = flat[pos[0]: pos[0] + n]
             pos[0] += n
-            as_int = node.dtype in _INT_KINDS
-            values = [_number(x, as_int) for x in chunk.tolist()]
+            if node.dtype in _FLOAT32_KINDS:
+                values = float32_numbers(chunk)
+            else:
+                as_int = node.dtype in _INT_KINDS
+                values = [_number(x, as_int) for x in chunk.tolist()]
             if node.dim() == 0:
                 return values[0]
             return _shape(values, node.shape)
