@@ -6,6 +6,11 @@ depend on the installation (the parameter-count cap) come from the validation co
 
 Choices the paper leaves open (GLOROT2010.md, "not stated") are parameters here, with the defaults
 documented on each field.
+
+Numbers are strict: ``"200"``, ``true`` or ``200.0`` where an integer belongs are refused, not coerced
+(a JSON integer is still a valid float). Every number is bounded by what it meets downstream: seeds by
+``torch.Generator.manual_seed`` (an unsigned 64-bit word), sizes by what a job can allocate, floats are
+finite — so a spec that validates never fails later on an overflow.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -29,11 +35,23 @@ from glorot_core.activations import ACTIVATION_NAMES
 
 MAX_WIDTH = 65_536
 DEFAULT_MAX_PARAMETERS = 100_000_000
+MAX_STEPS = 100_000_000
+MAX_SEED = 2**64 - 1
+"""``torch.Generator.manual_seed`` takes an unsigned 64-bit word (above it: "Overflow when unpacking long
+long"); the data generators mix their seed as a 64-bit word too, so larger seeds would only alias."""
+MAX_INPUT_MAGNITUDE = 1e6
 MAX_SNAPSHOTS = 2_000
 """A snapshot of the paper's 5×1000 network is ≈50 KB of JSON; 2,000 keep a report near 100 MB. The
 paper's own curves need far fewer (5·10⁶ updates at one snapshot per 20,000-update epoch: 251)."""
 
-Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+Int = Annotated[int, Strict()]
+"""An integer, strictly: no strings, booleans or floats (``200.0``) coerced into it."""
+Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+"""A finite float; JSON integers are accepted (strict mode still takes an int for a float), strings and
+booleans are not."""
+Bool = Annotated[bool, Strict()]
+Seed = Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)]
+Width = Annotated[int, Strict(), Field(ge=1, le=MAX_WIDTH)]
 InitName = Literal["standard", "normalized", "he", "orthogonal", "lsuv"]
 DatasetName = Literal["shapeset3x2", "mnist", "cifar10"]
 DATASET_SHAPES: dict[str, tuple[int, int]] = {"shapeset3x2": (1024, 9), "mnist": (784, 10), "cifar10": (3072, 10)}
@@ -49,13 +67,13 @@ class ModelSpec(_Strict):
     source: Literal["mlp"] = "mlp"
     input_dim: Width = 1024
     hidden: list[Width] = Field(default_factory=lambda: [1000] * 5, min_length=1, max_length=64)
-    num_classes: Annotated[int, Field(ge=2, le=MAX_WIDTH)] = 9
+    num_classes: Annotated[Int, Field(ge=2, le=MAX_WIDTH)] = 9
     activation: str = Field("tanh", description=f"one of {', '.join(ACTIVATION_NAMES)}")
     init: InitName = Field("standard", description="standard (eq. 1), normalized (eq. 16), he, orthogonal, lsuv")
-    init_gain: float | None = Field(
+    init_gain: Float | None = Field(
         None, gt=0, le=100, description="orthogonal/lsuv gain; default 1 (orthogonal) — ignored by the others"
     )
-    bias_init: float = Field(0.0, ge=-100, le=100, description="biases start at this constant (paper: 0)")
+    bias_init: Float = Field(0.0, ge=-100, le=100, description="biases start at this constant (paper: 0)")
 
     @field_validator("activation")
     @classmethod
@@ -75,14 +93,17 @@ class ModelSpec(_Strict):
         return sum(a * b + b for a, b in itertools.pairwise(w))
 
 
+InputBound = Annotated[Float, Field(ge=-MAX_INPUT_MAGNITUDE, le=MAX_INPUT_MAGNITUDE)]
+
+
 class DataSpec(_Strict):
     """The data. Shapeset-3x2 is generated online (infinite); MNIST / CIFAR-10 load from a local folder."""
 
     dataset: DatasetName = "shapeset3x2"
-    input_range: tuple[float, float] = Field((-1.0, 1.0), description="pixels /255 mapped to this range")
-    seed: int = Field(0, ge=0, description="seed of the training stream; test and monitor sets use their own")
+    input_range: tuple[InputBound, InputBound] = Field((-1.0, 1.0), description="pixels /255 mapped to this range")
+    seed: Seed = Field(0, description="seed of the training stream; test and monitor sets use their own")
     root: str | None = Field(None, description="folder with MNIST IDX or CIFAR-10 binary files")
-    test_examples: Annotated[int, Field(ge=1, le=100_000)] = Field(
+    test_examples: Annotated[Int, Field(ge=1, le=100_000)] = Field(
         2000, description="size of the fixed test set used for test_error (not stated in the paper)"
     )
 
@@ -97,24 +118,24 @@ class DataSpec(_Strict):
 class TrainSpec(_Strict):
     """Plain SGD on mini-batches (paper §2.3: batch 10, no momentum). ``steps = 0``: diagnose at init."""
 
-    steps: Annotated[int, Field(ge=0, le=100_000_000)] = 0
-    batch_size: Annotated[int, Field(ge=1, le=65_536)] = 10
+    steps: Annotated[Int, Field(ge=0, le=MAX_STEPS)] = 0
+    batch_size: Annotated[Int, Field(ge=1, le=65_536)] = 10
     optimizer: Literal["sgd"] = "sgd"
-    lr: float = Field(0.01, gt=0, le=1e3)
-    momentum: float = Field(0.0, ge=0, lt=1)
+    lr: Float = Field(0.01, gt=0, le=1e3)
+    momentum: Float = Field(0.0, ge=0, lt=1)
     loss: Literal["cross_entropy", "quadratic"] = Field(
         "cross_entropy", description="−log P(y|x) (paper) or the quadratic cost of §4.1 / Fig 5"
     )
-    seed: int = Field(0, ge=0, description="seed of the initial weights")
+    seed: Seed = Field(0, description="seed of the initial weights")
 
 
 class JacobianSpec(_Strict):
     """Per-layer Jacobians J^i = ∂z^{i+1}/∂z^i = diag(f'(s)) Wᵀ and the end-to-end one (input → last hidden)."""
 
     mode: Literal["exact", "estimate", "off"] = "exact"
-    examples: Annotated[int, Field(ge=1, le=4096)] = 16
-    end_to_end: bool = True
-    estimate_iterations: Annotated[int, Field(ge=2, le=512)] = Field(
+    examples: Annotated[Int, Field(ge=1, le=4096)] = 16
+    end_to_end: Bool = True
+    estimate_iterations: Annotated[Int, Field(ge=2, le=512)] = Field(
         32, description="Lanczos steps per example in estimate mode"
     )
     precision: Literal["float32", "float64"] = Field(
@@ -128,9 +149,9 @@ class JacobianSpec(_Strict):
 class DiagnosticsSpec(_Strict):
     """What is measured, how often, on how many fixed monitor examples (paper: 300 test examples)."""
 
-    every: Annotated[int, Field(ge=1)] = 1000
-    monitor_examples: Annotated[int, Field(ge=1, le=100_000)] = 300
-    histogram_bins: Annotated[int, Field(ge=4, le=1000)] = 50
+    every: Annotated[Int, Field(ge=1, le=MAX_STEPS)] = Field(1000, description="a snapshot every this many steps")
+    monitor_examples: Annotated[Int, Field(ge=1, le=100_000)] = 300
+    histogram_bins: Annotated[Int, Field(ge=4, le=1000)] = 50
     jacobian: JacobianSpec = Field(default_factory=JacobianSpec)
 
 
@@ -147,6 +168,14 @@ class ExperimentSpec(_Strict):
     train: TrainSpec = Field(default_factory=TrainSpec)
     diagnostics: DiagnosticsSpec = Field(default_factory=DiagnosticsSpec)
     device: DeviceName = "auto"
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _integer_version(cls, v: Any) -> Any:
+        """A Literal cannot be strict: refuse ``true`` and ``1.0`` here (they compare equal to 1)."""
+        if type(v) is not int:
+            raise ValueError("schema_version must be the integer 1")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> ExperimentSpec:

@@ -76,3 +76,84 @@ def test_snapshot_count_is_capped_with_a_hint() -> None:
     assert "use every >= 2,502" in locs[("diagnostics", "every")]
     spec = validate_spec({"train": {"steps": 5_000_000}, "diagnostics": {"every": 2502}})
     assert spec.train.steps // spec.diagnostics.every + 1 <= 2000
+
+
+@pytest.mark.parametrize(("data", "loc"), [
+    ({"train": {"steps": "200"}}, ("train", "steps")),
+    ({"train": {"steps": True}}, ("train", "steps")),
+    ({"train": {"steps": 200.0}}, ("train", "steps")),
+    ({"train": {"lr": "0.1"}}, ("train", "lr")),
+    ({"train": {"lr": True}}, ("train", "lr")),
+    ({"model": {"hidden": [16, "16"]}}, ("model", "hidden", 1)),
+    ({"diagnostics": {"jacobian": {"end_to_end": 1}}}, ("diagnostics", "jacobian", "end_to_end")),
+    ({"diagnostics": {"jacobian": {"end_to_end": "true"}}}, ("diagnostics", "jacobian", "end_to_end")),
+    ({"schema_version": True}, ("schema_version",)),
+])
+def test_numbers_are_strict_not_coerced(data: dict, loc: tuple) -> None:
+    assert loc in _locs(data)
+
+
+def test_json_integers_are_valid_floats() -> None:
+    spec = validate_spec({"train": {"lr": 1, "momentum": 0}, "data": {"input_range": [0, 1]}})
+    assert spec.train.lr == 1.0 and isinstance(spec.train.lr, float)
+    assert spec.data.input_range == (0.0, 1.0)
+
+
+def test_seeds_are_bounded_by_what_consumes_them() -> None:
+    """torch.Generator.manual_seed takes an unsigned 64-bit word: the largest seed the spec accepts must
+    work there, and the next one (which torch refuses with an overflow) must be refused by the spec."""
+    import torch
+
+    from glorot_core.spec import MAX_SEED
+
+    spec = validate_spec({"train": {"seed": MAX_SEED}, "data": {"seed": MAX_SEED}})
+    torch.Generator().manual_seed(spec.train.seed)
+    with pytest.raises((RuntimeError, ValueError, OverflowError)):
+        torch.Generator().manual_seed(MAX_SEED + 1)
+    locs = _locs({"train": {"seed": 10**30}, "data": {"seed": MAX_SEED + 1}})
+    assert {("train", "seed"), ("data", "seed")} <= set(locs)
+    assert ("train", "seed") in _locs({"train": {"seed": -1}})
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_floats_must_be_finite(bad: float) -> None:
+    assert ("data", "input_range", 0) in _locs({"data": {"input_range": [bad, 1.0]}})
+    assert ("train", "lr") in _locs({"train": {"lr": bad}})
+    assert ("model", "bias_init") in _locs({"model": {"bias_init": bad}})
+
+
+def test_every_integer_has_an_upper_bound() -> None:
+    """No integer field is unbounded: each one's JSON schema states its maximum."""
+    schema = ExperimentSpec.model_json_schema()
+
+    def integers(node: object, path: str) -> list[tuple[str, dict]]:
+        found: list[tuple[str, dict]] = []
+        if isinstance(node, dict):
+            if node.get("type") == "integer":
+                found.append((path, node))
+            for k, v in node.items():
+                found += integers(v, f"{path}/{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                found += integers(v, f"{path}/{i}")
+        return found
+
+    ints = integers(schema, "")
+    assert "/$defs/TrainSpec/properties/seed" in dict(ints)  # the walk sees nested models
+    unbounded = [p for p, node in ints if "maximum" not in node and "exclusiveMaximum" not in node]
+    assert unbounded == []
+
+
+def test_readme_spec_example_validates() -> None:
+    """The spec example in README.md is valid as written (and equals the defaults but for its name)."""
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```json\n(.*?)```", readme, flags=re.S)
+    assert blocks
+    for block in blocks:
+        data = json.loads(block)
+        if "model" in data or "train" in data:
+            spec = validate_spec(data)
+            assert spec.model_dump(exclude={"name"}) == validate_spec({}).model_dump(exclude={"name"})
