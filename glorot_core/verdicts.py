@@ -12,9 +12,27 @@ import math
 from typing import Any
 
 SATURATED_FRACTION = 0.5
-"""A layer is flagged when at least half of its outputs on the monitor set are saturated."""
+"""A two-sided activation's layer (sigmoid, tanh, softsign) is flagged when at least half of its
+outputs on the monitor set are saturated, counting both asymptotes together: a layer with 50 % of its
+outputs at −1 and 50 % at +1 is fully saturated (paper Fig 3), though neither side alone reaches 0.5."""
+SIDE_SHARE = 0.1
+"""A side (low / high) is named in a saturation verdict when it holds at least 10 % of the layer's
+saturated outputs; both named gives the code ``saturated_both``."""
+EXPECTED_ZERO_FRACTION = 0.5
+"""relu-style activations (zero on a half-line) output exactly 0 wherever s ≤ 0. At init, with
+zero-mean symmetric weights and zero biases (every built-in init), each pre-activation is symmetric
+about 0, so about half the outputs of a healthy layer are 0: measured 0.48–0.52 per layer on a He-init
+relu 5×1000 network on Shapeset."""
+ZERO_FRACTION_MARGIN = 0.25
+"""A relu-style layer is flagged when its zero fraction exceeds the expected 0.5 by 0.25 (≥ 0.75):
+half of the units' expected active outputs lost. The pooled fraction of a healthy 1000-unit layer
+varies by ≈0.01–0.015 from one weight draw to the next (per-unit fractions spread with sd ≈0.35 in
+deep layers, averaged over 1000 units), so the margin is > 15 such deviations; for a 16-unit layer
+still ≈3."""
 DEAD_UNITS_FRACTION = 0.1
-"""…or when at least 10 % of its units are saturated/dead on every monitor example."""
+"""…or when at least 10 % of its units are saturated/dead on every monitor example (they pass no
+gradient at all). A healthy He-init relu 5×1000 network has 0–6 % such units at init (more in deeper
+layers, whose inputs are more correlated), so 10 % is not reached by chance there."""
 GRADIENT_RATIO_LOW, GRADIENT_RATIO_HIGH = 0.8, 1.25
 """Per-layer geometric-mean ratio of ∂C/∂s std between successive layers (lower over upper): below
 0.8 the back-propagated gradient shrinks by >20 % per layer going down (standard init gives ≈0.58),
@@ -78,14 +96,9 @@ def _snapshot_verdicts(snap: dict[str, Any]) -> list[dict[str, Any]]:
             out.append(verdict("non_finite", "error", f"layer {i} has non-finite values: {nonfinite}",
                                layer=i, step=step, counts=nonfinite))
         sat = lay["saturation"]
-        for side in ("low", "high"):
-            frac = _num(sat.get(side))
-            if frac is not None and frac >= SATURATED_FRACTION:
-                out.append(verdict(
-                    f"saturated_{side}", "warning",
-                    f"layer {i}: {frac:.0%} of outputs saturated {side} ({sat.get('rule')}) at step {step}",
-                    layer=i, step=step, fraction=frac, threshold=sat.get("threshold"),
-                ))
+        found = _saturation_verdict(sat, i, step)
+        if found is not None:
+            out.append(found)
         dead = _num(sat.get("dead_units"))
         if dead is not None and dead >= DEAD_UNITS_FRACTION:
             out.append(verdict("dead_units", "warning",
@@ -110,3 +123,43 @@ def _snapshot_verdicts(snap: dict[str, Any]) -> list[dict[str, Any]]:
                 step=step, per_layer_ratio=ratio, stds=stds,
             ))
     return out
+
+
+def _saturation_verdict(sat: dict[str, Any], layer: int, step: int) -> dict[str, Any] | None:
+    """The saturation verdict of one layer, if any (see the constants above for each rule).
+
+    Two-sided activations: the total saturated fraction (low + high) against SATURATED_FRACTION, the
+    code naming the sides that carry it. relu-style activations (the rule reports threshold 0): the
+    fraction of outputs exactly 0 against EXPECTED_ZERO_FRACTION + ZERO_FRACTION_MARGIN.
+    """
+    low, high = _num(sat.get("low")) or 0.0, _num(sat.get("high")) or 0.0
+    total = _num(sat.get("fraction"))
+    total = low + high if total is None else total
+    rule = sat.get("rule")
+    if _zero_region(sat):
+        limit = EXPECTED_ZERO_FRACTION + ZERO_FRACTION_MARGIN
+        if total < limit:
+            return None
+        return verdict(
+            "saturated_low", "warning",
+            f"layer {layer}: {total:.0%} of outputs are 0 ({rule}) at step {step}, where a healthy layer "
+            f"at init has ≈{EXPECTED_ZERO_FRACTION:.0%}",
+            layer=layer, step=step, fraction=total, low=low, high=high, sides=["low"],
+            expected_fraction=EXPECTED_ZERO_FRACTION, limit=limit, threshold=sat.get("threshold"),
+        )
+    if total < SATURATED_FRACTION:
+        return None
+    sides = [name for name, frac in (("low", low), ("high", high)) if frac >= SIDE_SHARE * total] or \
+        ["low" if low >= high else "high"]
+    code = "saturated_both" if len(sides) == 2 else f"saturated_{sides[0]}"
+    where = " and ".join(f"{frac:.0%} {name}" for name, frac in (("low", low), ("high", high)) if name in sides)
+    return verdict(
+        code, "warning",
+        f"layer {layer}: {total:.0%} of outputs saturated ({where}; {rule}) at step {step}",
+        layer=layer, step=step, fraction=total, low=low, high=high, sides=sides, threshold=sat.get("threshold"),
+    )
+
+
+def _zero_region(sat: dict[str, Any]) -> bool:
+    """relu-style saturation (output exactly 0), recognised from the rule the report carries."""
+    return sat.get("threshold") == 0.0 and str(sat.get("rule", "")).startswith("output == 0")
