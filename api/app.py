@@ -1,8 +1,10 @@
-"""The FastAPI application: ``create_app(settings)``; ``glorot serve`` runs it under uvicorn.
+"""The FastAPI application: ``create_app(settings, dispatcher=…)``.
 
-In the embedded mode (no broker) the app's lifespan starts the local runner (worker.local_runner)
-beside the API in the same server process; with a broker, jobs go to Celery and nothing runs here.
-OpenAPI docs: /docs (Swagger UI), /redoc, /openapi.json.
+The app is handed its :class:`~api.dispatch.Dispatcher` and starts and stops it with its lifespan; it
+never imports the worker. ``glorot serve`` runs the composed app (``glorot_service.app.build_app``):
+in the embedded mode (no broker) a local runner beside the API in the same server process, with a
+broker the Celery dispatcher. OpenAPI docs: /docs (Swagger UI, served from this process), /redoc,
+/openapi.json.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
 from api import problems
-from jobs.db import session_factory
 from api.deps import AppContext
-from api.dispatch import LocalDispatcher, make_dispatcher
+from api.dispatch import Dispatcher, LocalDispatcher
 from api.jobcache import JobCache
 from api.middleware import BodyLimitMiddleware, BodyTooLarge, PrometheusMiddleware
-from jobs.models import Job, JobState
 from api.routes import ops, router
+from jobs.db import session_factory
+from jobs.models import Job, JobState
 from jobs.settings import Settings, get_settings
 
 log = logging.getLogger("glorot.api")
@@ -47,7 +49,7 @@ class JobStateCollector:
             log.exception("metrics: cannot count jobs")
             return
         for state in JobState:
-            g.add_metric([state.value], counts.get(state.value, 0))
+            g.add_metric([state.value], counts.get(state, 0))
         yield g
 
 
@@ -82,33 +84,23 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
-def create_app(settings: Settings | None = None, *, start_runner: bool | None = None) -> FastAPI:
-    """The app for ``settings``. ``start_runner``: start the local runner in the lifespan (default: when
-    there is no broker and ``settings.local_runner``)."""
+def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | None = None) -> FastAPI:
+    """The app for ``settings``, dispatching jobs with ``dispatcher`` (started and stopped with the app's
+    lifespan). Without one, a :class:`LocalDispatcher` with no runner: jobs stay QUEUED until a runner
+    elsewhere claims them."""
     settings = settings or get_settings()
-    dispatcher = make_dispatcher(settings)
+    dispatcher = dispatcher if dispatcher is not None else LocalDispatcher()
     ctx = AppContext(settings=settings, factory=session_factory(settings.resolved_database_url),
                      dispatcher=dispatcher, secret=settings.secret_bytes(),
                      job_cache=JobCache(settings.job_cache_ttl_s))
-    run_local = isinstance(dispatcher, LocalDispatcher) and (
-        settings.local_runner if start_runner is None else start_runner)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runner = None
-        if run_local:
-            from worker.local_runner import LocalRunner
-
-            runner = LocalRunner(settings, ctx.factory)
-            runner.start()
-            assert isinstance(dispatcher, LocalDispatcher)
-            dispatcher.attach(runner.wake, runner.is_alive)
-            app.state.runner = runner
+        dispatcher.start()
         try:
             yield
         finally:
-            if runner is not None:
-                runner.stop()
+            dispatcher.stop()
 
     app = FastAPI(
         title="glorot",
@@ -119,7 +111,6 @@ def create_app(settings: Settings | None = None, *, start_runner: bool | None = 
         lifespan=lifespan,
     )
     app.state.ctx = ctx
-    app.state.runner = None
     app.state.registry = registry = CollectorRegistry()
     registry.register(JobStateCollector(ctx))
     problems.install(app)

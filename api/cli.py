@@ -1,6 +1,6 @@
-"""Service commands of the ``glorot`` CLI (registered through the ``glorot.cli`` entry-point group):
+"""Service commands of the ``glorot`` CLI (registered through the ``glorot.cli`` entry-point group;
+``glorot serve`` is ``glorot_service.cli``'s, since it composes the API with the worker side):
 
-    glorot serve [--host H] [--port P]      API + (without a broker) the local runner
     glorot db upgrade|downgrade|current     Alembic migrations, the only way the schema is made
     glorot keys create --tenant NAME        a new API key, printed as the last line
     glorot keys list [--tenant NAME]        id, tenant, prefix, created, revoked (never the key)
@@ -23,12 +23,6 @@ from typing import Any
 
 def register(sub: Any) -> None:
     """Add the service commands to ``glorot``'s subparsers."""
-    p = sub.add_parser("serve", help="run the HTTP API (and, without a broker, the local job runner)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--log-level", default="info")
-    p.set_defaults(func=_cmd_serve)
-
     p = sub.add_parser("db", help="database schema migrations (Alembic)")
     dsub = p.add_subparsers(dest="db_command", required=True)
     q = dsub.add_parser("upgrade", help="migrate the database to a revision (default: head)")
@@ -72,38 +66,7 @@ def register(sub: Any) -> None:
         p.set_defaults(func=func)
 
 
-# ------------------------------------------------------------------------------------------- server
-
-
-def _cmd_serve(args: argparse.Namespace) -> int:
-    import logging
-
-    import uvicorn
-
-    from jobs.settings import get_settings
-
-    settings = get_settings()
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    url = settings.resolved_database_url
-    if settings.should_auto_migrate:
-        from jobs.migrate import upgrade
-
-        upgrade(url)
-    else:
-        from jobs.migrate import current_revision, head_revision
-
-        if current_revision(url) != head_revision():
-            print("glorot serve: the database schema is not at head; run `glorot db upgrade` first", file=sys.stderr)
-            return 2
-    from api.app import create_app
-
-    if settings.broker_url:
-        mode = f"celery via {settings.broker_url.split('@')[-1]}"
-    else:
-        mode = "local runner" if settings.local_runner else "no runner: jobs stay QUEUED (GLOROT_LOCAL_RUNNER=0)"
-    print(f"glorot serve: http://{args.host}:{args.port} ({mode}; docs at /docs)", file=sys.stderr)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, workers=1)
-    return 0
+# --------------------------------------------------------------------------------------- database
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -137,8 +100,8 @@ def _cmd_db_current(args: argparse.Namespace) -> int:
 def _cmd_keys_create(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
-    from jobs.db import session_factory, transaction
     from api.services import create_api_key
+    from jobs.db import session_factory, transaction
     from jobs.settings import get_settings
 
     settings = get_settings()
@@ -159,8 +122,8 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_list(args: argparse.Namespace) -> int:
-    from jobs.db import session_factory
     from api.services import list_api_keys
+    from jobs.db import session_factory
     from jobs.settings import get_settings
 
     with session_factory(get_settings().resolved_database_url)() as session:
@@ -173,8 +136,8 @@ def _cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_revoke(args: argparse.Namespace) -> int:
-    from jobs.db import session_factory, transaction
     from api.services import revoke_api_key
+    from jobs.db import session_factory, transaction
     from jobs.settings import get_settings
 
     settings = get_settings()

@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.dispatch import Dispatcher
 from api.jobcache import JobCache
-from jobs.models import ApiKey, Tenant
 from api.problems import Problem
 from api.security import hash_api_key
+from jobs.models import ApiKey, Tenant
 from jobs.settings import Settings
 
 

@@ -11,10 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, or_, select, tuple_, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from jobs.models import ApiKey, Job, JobState, MetricPoint, MetricSeries, Report, Tenant, utcnow
 from api.problems import Problem
 from api.security import (
     BadToken,
@@ -24,6 +22,8 @@ from api.security import (
     sign_token,
     verify_token,
 )
+from jobs import lifecycle
+from jobs.models import ApiKey, Job, JobState, MetricPoint, MetricSeries, Report, Tenant, utcnow
 
 # --------------------------------------------------------------------------------------------- keys
 
@@ -81,97 +81,56 @@ def revoke_api_key(session: Session, key_id: int) -> KeyInfo | None:
 JOB_ID_RE = re.compile(r"^[0-9a-fA-F-]{1,64}$")
 
 
-def get_job(session: Session, tenant_id: int, job_id: str) -> Job:
-    if not JOB_ID_RE.match(job_id):  # not an id we could have issued: no need to ask the database
+def check_job_id(job_id: str) -> None:
+    """404 for a string that is not an id we could have issued: no need to ask the database."""
+    if not JOB_ID_RE.match(job_id):
         raise Problem(404, "job-not-found", f"no job {job_id[:80]!r}")
+
+
+def get_job(session: Session, tenant_id: int, job_id: str) -> Job:
+    check_job_id(job_id)
     job = session.execute(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id)).scalar_one_or_none()
     if job is None:
         raise Problem(404, "job-not-found", f"no job {job_id!r}")
     return job
 
 
-@dataclass(frozen=True)
-class Submission:
-    job: Job
-    created: bool
-
-
 def submit_job(
     session: Session, *, tenant_id: int, kind: str, spec: dict[str, Any], resolved: dict[str, Any],
     total_steps: int | None, idempotency_key: str | None, body_hash: str,
-) -> Submission:
-    """Insert a QUEUED job and commit it; or, for a repeated Idempotency-Key, return the original.
-
-    Same key + same body (canonical JSON hash) → the original job; same key + another body → 422.
-    A concurrent duplicate loses the unique (tenant_id, idempotency_key) race and re-reads.
-    """
-    for _ in range(3):
-        if idempotency_key is not None:
-            existing = session.execute(
-                select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == idempotency_key)
-            ).scalar_one_or_none()
-            if existing is not None:
-                session.commit()  # ends the read; unlike rollback, keeps ``existing`` loaded
-                if existing.request_hash != body_hash:
-                    raise Problem(
-                        422, "idempotency-key-reused",
-                        "this Idempotency-Key was already used with a different request body", job_id=existing.id,
-                    )
-                return Submission(existing, created=False)
-        now = utcnow()
-        job = Job(
-            tenant_id=tenant_id, kind=kind, state=JobState.QUEUED.value, attempt=0, spec=spec,
-            resolved_spec=resolved, idempotency_key=idempotency_key, request_hash=body_hash,
-            progress={"fraction": 0.0, "step": 0, "total_steps": total_steps, "phase": "queued", "message": ""},
-            cancel_requested=False, created_at=now, dispatched_at=now,
-        )
-        session.add(job)
-        try:
-            session.commit()
-        except IntegrityError:
-            session.rollback()
-            if idempotency_key is None:
-                raise
-            continue
-        return Submission(job, created=True)
-    raise Problem(409, "idempotency-conflict", "concurrent requests with this Idempotency-Key; retry")
+) -> lifecycle.Submission:
+    """Store a QUEUED job (``lifecycle.submit``); a repeated Idempotency-Key with another body → 422,
+    concurrent duplicates that keep colliding → 409."""
+    try:
+        return lifecycle.submit(session, tenant_id=tenant_id, kind=kind, spec=spec, resolved=resolved,
+                                total_steps=total_steps, idempotency_key=idempotency_key, body_hash=body_hash)
+    except lifecycle.IdempotencyKeyReused as e:
+        raise Problem(422, "idempotency-key-reused", str(e), job_id=e.job_id) from None
+    except lifecycle.IdempotencyConflict as e:
+        raise Problem(409, "idempotency-conflict", str(e)) from None
 
 
 def cancel_job(session: Session, tenant_id: int, job_id: str) -> Job:
-    """QUEUED → CANCELLED at once; RUNNING → ``cancel_requested`` (the runner stops at its next check).
+    """``lifecycle.request_cancel``: QUEUED → CANCELLED at once; RUNNING → ``cancel_requested``.
     409 when the job is already terminal (terminal states never change)."""
+    get_job(session, tenant_id, job_id)  # 404 for an id that is not the tenant's
+    try:
+        state = lifecycle.request_cancel(session, job_id, tenant_id=tenant_id)
+    except lifecycle.TransitionRefused as e:
+        raise Problem(409, "job-terminal", f"job {job_id} is already {e.state.value}", state=e.state.value) from None
+    except lifecycle.StateMoved:
+        raise Problem(409, "job-busy", "the job changed state while cancelling; retry") from None
+    if state is None:
+        raise Problem(404, "job-not-found", f"no job {job_id!r}")
+    session.expire_all()
     job = get_job(session, tenant_id, job_id)
-    now = utcnow()
-    for _ in range(3):
-        if JobState(job.state).terminal:
-            session.rollback()
-            raise Problem(409, "job-terminal", f"job {job_id} is already {job.state}", state=job.state)
-        if job.state == JobState.QUEUED.value:
-            res = session.execute(
-                update(Job).where(Job.id == job_id, Job.state == JobState.QUEUED.value)
-                .values(state=JobState.CANCELLED.value, cancel_requested=True, cancel_requested_at=now,
-                        finished_at=now, progress={**(job.progress or {}), "phase": "done", "message": "cancelled"})
-                .execution_options(synchronize_session=False)
-            )
-        else:
-            res = session.execute(
-                update(Job).where(Job.id == job_id, Job.state == JobState.RUNNING.value)
-                .values(cancel_requested=True, cancel_requested_at=now)
-                .execution_options(synchronize_session=False)
-            )
-        session.commit()
-        session.expire_all()
-        job = get_job(session, tenant_id, job_id)
-        if res.rowcount == 1:  # type: ignore[attr-defined]
-            session.commit()
-            return job
-    session.rollback()
-    raise Problem(409, "job-busy", "the job changed state while cancelling; retry")
+    session.commit()
+    return job
 
 
 def get_report(session: Session, tenant_id: int, job_id: str) -> dict[str, Any]:
     job = get_job(session, tenant_id, job_id)
-    if job.state != JobState.SUCCEEDED.value:
+    if job.state != JobState.SUCCEEDED:
         raise Problem(
             409, "report-not-ready", f"job {job_id} is {job.state}; a report exists only once it SUCCEEDED",
             state=job.state,
@@ -185,8 +144,17 @@ def get_report(session: Session, tenant_id: int, job_id: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------- pagination
 
 
-def _bad_cursor(e: Exception) -> Problem:
-    return Problem(400, "invalid-cursor", f"{e}; use the next_cursor of a previous page with the same filters")
+def _read_cursor(cursor: str, secret: bytes, purpose: str, filters: dict[str, Any], *keys: str) -> list[Any]:
+    """The position a signed cursor carries (its ``keys``), checked against the list's ``purpose`` and
+    ``filters``; 400 for a cursor that is forged, edited, or from another list or other filters."""
+    try:
+        pos = verify_token(cursor, secret, purpose)
+        if pos.get("f") != filters:
+            raise BadToken("the cursor belongs to other filters")
+        return [pos[k] for k in keys]
+    except (BadToken, KeyError, TypeError) as e:
+        raise Problem(400, "invalid-cursor",
+                      f"{e}; use the next_cursor of a previous page with the same filters") from None
 
 
 def list_jobs(
@@ -199,17 +167,15 @@ def list_jobs(
     purpose = f"jobs:{tenant_id}"
     q = select(Job).where(Job.tenant_id == tenant_id)
     if state is not None:
-        q = q.where(Job.state == state.value)
+        q = q.where(Job.state == state)
     if kind is not None:
         q = q.where(Job.kind == kind)
     if cursor:
+        t, i = _read_cursor(cursor, secret, purpose, filters, "t", "i")
         try:
-            pos = verify_token(cursor, secret, purpose)
-            if pos.get("f") != filters:
-                raise BadToken("the cursor belongs to other filters")
-            after = (datetime.fromisoformat(pos["t"]), str(pos["i"]))
-        except (BadToken, KeyError, TypeError, ValueError) as e:
-            raise _bad_cursor(e) from None
+            after = (datetime.fromisoformat(t), str(i))
+        except (TypeError, ValueError) as e:
+            raise Problem(400, "invalid-cursor", f"{e}; use the next_cursor of a previous page") from None
         q = q.where(or_(Job.created_at < after[0], and_(Job.created_at == after[0], Job.id < after[1])))
     rows = list(session.execute(q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)).scalars())
     next_cursor = None
@@ -239,13 +205,11 @@ def metric_series(
     if statistics:
         q = q.where(MetricSeries.statistic.in_(statistics))
     if cursor:
+        layer, stat, step = _read_cursor(cursor, secret, purpose, filters, "l", "s", "p")
         try:
-            pos = verify_token(cursor, secret, purpose)
-            if pos.get("f") != filters:
-                raise BadToken("the cursor belongs to other filters")
-            after = (int(pos["l"]), str(pos["s"]), int(pos["p"]))
-        except (BadToken, KeyError, TypeError, ValueError) as e:
-            raise _bad_cursor(e) from None
+            after = (int(layer), str(stat), int(step))
+        except (TypeError, ValueError) as e:
+            raise Problem(400, "invalid-cursor", f"{e}; use the next_cursor of a previous page") from None
         q = q.where(tuple_(MetricSeries.layer, MetricSeries.statistic, MetricPoint.step) > tuple_(*after))
     rows = session.execute(
         q.order_by(MetricSeries.layer, MetricSeries.statistic, MetricPoint.step).limit(limit + 1)

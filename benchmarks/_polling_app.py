@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api.app import create_app
+from glorot_service.app import build_app
 
 
 def create() -> FastAPI:
-    app = create_app()
+    app = build_app()
 
     @app.get("/bench/bare")
     async def bare() -> dict[str, str]:

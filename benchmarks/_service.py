@@ -94,7 +94,7 @@ def _make_key(st: Stack) -> str:
 
 
 @contextlib.contextmanager
-def api_server(st: Stack, app: str = "api.app:create_app", factory: bool = True) -> Iterator[str]:
+def api_server(st: Stack, app: str = "glorot_service.app:build_app", factory: bool = True) -> Iterator[str]:
     """uvicorn with ONE worker process serving ``app``; yields its base URL."""
     port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--workers", "1",

@@ -1,9 +1,8 @@
-"""SQLAlchemy 2 models: the database is the truth about every job (DESIGN.md, "Runtime topology").
+"""SQLAlchemy 2 models: the database is the truth about every job (docs/architecture.md).
 
 Tables: tenants, api_keys (HMAC hashes only), jobs, reports (JSONB on Postgres), metric_series +
-metric_points (narrow keys: a point is (series_id, step) → value, written in batches), blobs (bytes of
-later model uploads). The schema is made only by Alembic (migrations/); a test checks that the
-migrations and these models agree.
+metric_points (narrow keys: a point is (series_id, step) → value, written in batches). The schema is
+made only by Alembic (migrations/); a test checks that the migrations and these models agree.
 """
 
 from __future__ import annotations
@@ -19,17 +18,17 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Enum,
     Float,
     ForeignKey,
     Index,
     Integer,
-    LargeBinary,
     MetaData,
     String,
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import BYTEA, JSONB
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -42,7 +41,6 @@ NAMING_CONVENTION = {
 }
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
-BlobType = LargeBinary().with_variant(BYTEA(), "postgresql")
 
 
 def utcnow() -> datetime:
@@ -88,7 +86,12 @@ class JobState(enum.StrEnum):
 
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
-_STATE_VALUES = ", ".join(f"'{s.value}'" for s in JobState)
+
+#: The state column: VARCHAR(16) with a CHECK constraint (``ck_jobs_state``) on every backend rather
+#: than a native PostgreSQL enum type, so SQLite and PostgreSQL share one migration path and adding a
+#: state later is a constraint change, not an ``ALTER TYPE``. Rows read back as :class:`JobState`.
+JobStateType = Enum(JobState, name="state", native_enum=False, length=16, create_constraint=True,
+                    validate_strings=True, values_callable=lambda e: [m.value for m in e])
 
 
 class Base(DeclarativeBase):
@@ -121,7 +124,6 @@ class Job(Base):
 
     __tablename__ = "jobs"
     __table_args__ = (
-        CheckConstraint(f"state IN ({_STATE_VALUES})", name="state"),
         CheckConstraint("attempt >= 0", name="attempt"),
         UniqueConstraint("tenant_id", "idempotency_key"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
@@ -132,7 +134,7 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(32), default="experiment")
-    state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED.value)
+    state: Mapped[JobState] = mapped_column(JobStateType, default=JobState.QUEUED)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     progress: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
@@ -184,18 +186,3 @@ class MetricPoint(Base):
     )
     step: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     value: Mapped[float | None] = mapped_column(Float, nullable=True)
-
-
-class Blob(Base):
-    """Uploaded bytes (models, later issue), owned by a tenant."""
-
-    __tablename__ = "blobs"
-    __table_args__ = (Index("ix_blobs_tenant_sha256", "tenant_id", "sha256"),)
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    sha256: Mapped[str] = mapped_column(String(64))
-    size: Mapped[int] = mapped_column(BigInteger)
-    content_type: Mapped[str] = mapped_column(String(200), default="application/octet-stream")
-    data: Mapped[bytes] = mapped_column(BlobType)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

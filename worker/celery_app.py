@@ -30,6 +30,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import subprocess
 import sys
 from typing import Any
 
@@ -101,6 +102,26 @@ def make_app(settings: Settings | None = None) -> Celery:
     return app
 
 
+def start_maintenance_process(parent_pid: int) -> subprocess.Popen[bytes]:
+    """Start ``python -m worker.maintenance --parent-pid PID`` with this process's environment."""
+    cmd = [sys.executable, "-m", "worker.maintenance", "--parent-pid", str(parent_pid)]
+    proc = subprocess.Popen(cmd, start_new_session=False)
+    log.info("maintenance process %d started", proc.pid)
+    return proc
+
+
+def stop_maintenance_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Ask the maintenance process to stop (SIGTERM); kill it if it has not stopped in ``timeout``."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class MaintenanceStep(bootsteps.StartStopStep):
     """Runs the sweeper and the reaper beside the worker, in a *spawned* process.
 
@@ -109,7 +130,8 @@ class MaintenanceStep(bootsteps.StartStopStep):
     socket) can deadlock the child. Not Celery beat either: beat would put the sweep behind hour-long
     GPU jobs in the same queue. A spawned process shares nothing with the forking parent; it exits when
     the worker does (and on its own when the worker dies). Every worker runs one: the reaper's updates
-    are conditional and the sweeper takes a per-job lock in Redis, so many together act once.
+    are conditional and the sweeper advances each job's ``dispatched_at`` by a compare-and-set in the
+    database before publishing, so many together act once.
     Disabled with ``GLOROT_WORKER_MAINTENANCE=0`` (``glorot worker --no-maintenance``).
     """
 
@@ -123,14 +145,10 @@ class MaintenanceStep(bootsteps.StartStopStep):
         if os.environ.get("GLOROT_WORKER_MAINTENANCE", "1") in {"0", "false", "no"}:
             log.info("maintenance (sweeper, reaper) disabled in this worker")
             return
-        from worker.maintenance import start_maintenance_process
-
         self.proc = start_maintenance_process(parent_pid=os.getpid())
 
     def stop(self, parent: Any) -> None:
         if self.proc is not None:
-            from worker.maintenance import stop_maintenance_process
-
             stop_maintenance_process(self.proc)
             self.proc = None
 

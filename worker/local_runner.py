@@ -1,7 +1,7 @@
 """The embedded mode's runner: started by ``glorot serve`` when no broker is configured.
 
 A supervisor thread in the server process claims QUEUED rows from the same job table the Celery
-workers use (``worker.execute.claim_job``: the same conditional UPDATE) and runs each claimed job with
+workers use (``jobs.lifecycle.claim``: the same conditional UPDATE) and runs each claimed job with
 the same code (``worker.execute.run_claimed``). It also runs the heartbeat reaper.
 
 Isolation (``GLOROT_LOCAL_RUNNER_ISOLATION``):
@@ -25,25 +25,17 @@ import multiprocessing
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from jobs import lifecycle
 from jobs.db import session_factory
-from jobs.models import Job, JobState, utcnow
+from jobs.models import Job, utcnow
 from jobs.settings import Settings
-from worker.execute import (
-    claim_job,
-    default_worker_id,
-    fail_job,
-    finish_job,
-    next_queued_job_ids,
-    reap_stale_jobs,
-    requeue_job,
-    run_claimed,
-)
+from worker.execute import default_worker_id, run_claimed
 from worker.limits import apply_job_limits
 
 log = logging.getLogger("glorot.local_runner")
@@ -65,7 +57,6 @@ class _Slot:
     proc: Any = None  # multiprocessing.Process (process isolation)
     thread: threading.Thread | None = None
     killed_for: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def alive(self) -> bool:
         return self.proc.is_alive() if self.proc is not None else bool(self.thread and self.thread.is_alive())
@@ -114,7 +105,7 @@ class LocalRunner:
             if slot.proc is not None and slot.proc.is_alive():
                 slot.proc.kill()
                 slot.proc.join(5)
-                if requeue_job(self.factory, slot.job_id, slot.attempt, "the server stopped while the job ran"):
+                if lifecycle.requeue(self.factory, slot.job_id, slot.attempt, "the server stopped while the job ran"):
                     log.warning("job %s: re-queued (server stopping)", slot.job_id)
 
     # ------------------------------------------------------------------------------ the loop
@@ -134,17 +125,17 @@ class LocalRunner:
         now = time.monotonic()
         if now - self._last_reap >= self.settings.reaper_interval_s:
             self._last_reap = now
-            if reap_stale_jobs(self.factory, self.settings):
+            if lifecycle.reap(self.factory, self.settings):
                 self._wake.set()
 
     def _fill_slots(self) -> None:
         free = self.settings.local_runner_concurrency - len(self._slots)
         if free <= 0:
             return
-        for job_id in next_queued_job_ids(self.factory, limit=free * 2):
+        for job_id in lifecycle.next_queued(self.factory, limit=free * 2):
             if len(self._slots) >= self.settings.local_runner_concurrency or self._stop.is_set():
                 return
-            attempt = claim_job(self.factory, job_id, self.worker_id)
+            attempt = lifecycle.claim(self.factory, job_id, self.worker_id)
             if attempt is None:
                 continue  # cancelled or claimed by someone else meanwhile
             self._launch(job_id, attempt)
@@ -167,7 +158,7 @@ class LocalRunner:
             run_claimed(self.factory, job_id, attempt, self.settings)
         except Exception as e:  # run_claimed stores failures itself; this is the last line of defence
             log.exception("job %s: runner thread crashed", job_id)
-            fail_job(self.factory, job_id, attempt, f"runner thread crashed: {type(e).__name__}: {e}")
+            lifecycle.fail(self.factory, job_id, attempt, f"runner thread crashed: {type(e).__name__}: {e}")
         finally:
             self._wake.set()
 
@@ -176,7 +167,7 @@ class LocalRunner:
             if not slot.alive():
                 if slot.proc is not None:
                     slot.proc.join(1)
-                self._settle_dead(slot, None)
+                self._settle_dead(slot)
                 del self._slots[job_id]
                 continue
             if slot.proc is None:
@@ -198,19 +189,18 @@ class LocalRunner:
         slot.proc.kill()
         slot.proc.join(5)
 
-    def _settle_dead(self, slot: _Slot, reason: str | None) -> None:
+    def _settle_dead(self, slot: _Slot) -> None:
         """The job's process/thread is gone: make sure the row does not stay RUNNING (fenced writes)."""
-        reason = reason or slot.killed_for
-        with self.factory() as s:
-            state = s.execute(select(Job.state).where(Job.id == slot.job_id, Job.attempt == slot.attempt)).scalar()
-        if state != JobState.RUNNING.value:
+        if not lifecycle.holder(self.factory, slot.job_id).held_by(slot.attempt):
             return  # the job wrote its own terminal state (or lost its claim): nothing to do
-        if reason == "cancelled":
-            finish_job(self.factory, slot.job_id, slot.attempt, JobState.CANCELLED,
-                       error=f"the job ignored the cancel for {self.settings.cancel_grace_s:g} s and was killed")
+        if slot.killed_for == "cancelled":
+            lifecycle.stop_cancelled(self.factory, slot.job_id, slot.attempt,
+                                     error=f"the job ignored the cancel for {self.settings.cancel_grace_s:g} s and "
+                                     "was killed")
             return
+        reason = slot.killed_for
         if reason is None:
             code = slot.proc.exitcode if slot.proc is not None else None
             how = (f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}")
             reason = f"the job process {how} without finishing the job"
-        fail_job(self.factory, slot.job_id, slot.attempt, reason)
+        lifecycle.fail(self.factory, slot.job_id, slot.attempt, reason)

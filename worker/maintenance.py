@@ -1,6 +1,6 @@
 """The sweeper and the reaper loop that every Celery worker runs beside itself, in a spawned process.
 
-* The **reaper** (``worker.execute.reap_stale_jobs``) settles RUNNING jobs whose heartbeat went stale:
+* The **reaper** (``jobs.lifecycle.reap``) settles RUNNING jobs whose heartbeat went stale:
   their worker died (SIGKILL, OOM, lost machine), or the hard time limit killed the job. It re-queues
   them while attempts remain, or fails them with a reason. Jobs it re-queues are dispatched at once.
 * The **sweeper** (:func:`sweep_queued`) re-dispatches jobs left QUEUED longer than
@@ -11,11 +11,13 @@
   turn behind long jobs, not lost, and gets no second message; otherwise every waiting job would get
   one more no-op message (and one more process fork) per period. A duplicate message is harmless (the
   claim is a conditional UPDATE), only wasteful. ``dispatched_at`` is advanced by a compare-and-set
-  before publishing, so many sweepers together send one message per job per period.
+  (``jobs.lifecycle.sweep``) before publishing, so many sweepers together send one message per job
+  per period.
 
-The loop runs in its own process started with ``subprocess`` (never forked from the worker's parent,
-see ``worker.celery_app.MaintenanceStep``) and exits when its parent worker is gone. It can also run
-alone: ``python -m worker.maintenance`` (one per deployment is enough; more are harmless).
+The loop is handed the function that publishes a job (``enqueue``), so this module does not import
+the Celery app. It runs in its own process started with ``subprocess`` (never forked from the worker's
+parent, see ``worker.celery_app.MaintenanceStep``) and exits when its parent worker is gone. It can
+also run alone: ``python -m worker.maintenance`` (one per deployment is enough; more are harmless).
 """
 
 from __future__ import annotations
@@ -26,25 +28,22 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import redis
-from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from jobs import lifecycle
 from jobs.db import session_factory
-from jobs.models import Job, JobState, utcnow
+from jobs.models import JobState, utcnow
 from jobs.settings import Settings, get_settings
+from worker.tasks import enqueue_job
 
 log = logging.getLogger("glorot.maintenance")
 
-#: Most jobs one sweep re-dispatches (the rest wait for the next sweep).
-SWEEP_BATCH = 500
 #: kombu's Redis hash of delivered, unacknowledged messages (``unacked_key`` transport option).
 UNACKED_KEY = "unacked"
 #: The task name of ``worker.tasks.run_job`` (not imported: that module builds the Celery app).
@@ -102,36 +101,13 @@ def sweep_queued(
     worker never receives an id whose row is not visible, and two sweepers never both send it.
     """
     now = now or utcnow()
-    cutoff = now - timedelta(seconds=settings.sweeper_queued_after_s)
-    with factory() as session:
-        rows = session.execute(
-            select(Job.id, Job.dispatched_at)
-            .where(
-                Job.state == JobState.QUEUED.value,
-                or_(Job.dispatched_at < cutoff, and_(Job.dispatched_at.is_(None), Job.created_at < cutoff)),
-            )
-            .order_by(Job.created_at)
-            .limit(SWEEP_BATCH)
-        ).all()
+    rows = lifecycle.sweep_candidates(factory, settings, now)
     if not rows:
         return []
     if in_broker is None:
         in_broker = lambda: pending_job_ids(settings.broker_url, settings.celery_queue)  # noqa: E731
     waiting = in_broker() or set()
-    taken: list[str] = []
-    for job_id, seen in rows:
-        if job_id in waiting:
-            continue
-        with factory() as session, session.begin():
-            cond = Job.dispatched_at.is_(None) if seen is None else Job.dispatched_at == seen
-            res = session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.state == JobState.QUEUED.value, cond)
-                .values(dispatched_at=now)
-                .execution_options(synchronize_session=False)
-            )
-        if res.rowcount == 1:  # type: ignore[attr-defined]
-            taken.append(job_id)
+    taken = [job_id for job_id, seen in rows if job_id not in waiting and lifecycle.sweep(factory, job_id, seen, now)]
     for job_id in taken:
         try:
             enqueue(job_id)
@@ -144,10 +120,8 @@ def sweep_queued(
 
 def maintenance_once(factory: sessionmaker[Session], settings: Settings, enqueue: Callable[[str], Any]) -> None:
     """One round: reap stale RUNNING jobs (dispatching those it re-queues), then sweep QUEUED ones."""
-    from worker.execute import reap_stale_jobs
-
-    requeued = reap_stale_jobs(factory, settings)
-    for job_id in requeued or ():
+    settled = lifecycle.reap(factory, settings)
+    for job_id in (j for j, state in settled.items() if state == JobState.QUEUED):
         try:
             enqueue(job_id)
         except Exception:
@@ -155,11 +129,11 @@ def maintenance_once(factory: sessionmaker[Session], settings: Settings, enqueue
     sweep_queued(factory, settings, enqueue)
 
 
-def run_loop(settings: Settings, *, parent_pid: int | None = None, stop: Callable[[], bool] = lambda: False) -> None:
+def run_loop(settings: Settings, enqueue: Callable[[str], Any], *, parent_pid: int | None = None,
+             stop: Callable[[], bool] = lambda: False) -> None:
     """Run :func:`maintenance_once` every ``reaper_interval_s`` until ``stop()``, a signal, or the death
-    of ``parent_pid``. A failing round (database or broker down) is logged and retried next round."""
-    from worker.tasks import enqueue_job
-
+    of ``parent_pid``, publishing jobs with ``enqueue``. A failing round (database or broker down) is
+    logged and retried next round."""
     factory = session_factory(settings.resolved_database_url)
     interval = settings.reaper_interval_s
     log.info("maintenance: reaper and sweeper every %.1fs (parent %s)", interval, parent_pid)
@@ -170,31 +144,11 @@ def run_loop(settings: Settings, *, parent_pid: int | None = None, stop: Callabl
             return
         if time.monotonic() >= next_round:
             try:
-                maintenance_once(factory, settings, enqueue_job)
+                maintenance_once(factory, settings, enqueue)
             except Exception:
                 log.exception("maintenance round failed; retrying in %.1fs", interval)
             next_round = time.monotonic() + interval
         time.sleep(min(0.5, interval))
-
-
-def start_maintenance_process(parent_pid: int) -> subprocess.Popen[bytes]:
-    """Start ``python -m worker.maintenance --parent-pid PID`` with this process's environment."""
-    cmd = [sys.executable, "-m", "worker.maintenance", "--parent-pid", str(parent_pid)]
-    proc = subprocess.Popen(cmd, start_new_session=False)
-    log.info("maintenance process %d started", proc.pid)
-    return proc
-
-
-def stop_maintenance_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """Ask the maintenance process to stop (SIGTERM); kill it if it has not stopped in ``timeout``."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -208,8 +162,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("maintenance needs GLOROT_BROKER_URL (the embedded local runner reaps and sweeps itself)")
         return 2
     if args.once:
-        from worker.tasks import enqueue_job
-
         maintenance_once(session_factory(settings.resolved_database_url), settings, enqueue_job)
         return 0
     stopping = False
@@ -220,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    run_loop(settings, parent_pid=args.parent_pid, stop=lambda: stopping)
+    run_loop(settings, enqueue_job, parent_pid=args.parent_pid, stop=lambda: stopping)
     return 0
 
 

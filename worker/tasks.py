@@ -14,9 +14,14 @@ from typing import Any
 
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import Task
+from sqlalchemy.orm import sessionmaker
 
+from jobs import lifecycle
+from jobs.db import create_db_engine
 from jobs.settings import get_settings
 from worker.celery_app import app
+from worker.execute import execute_job
+from worker.limits import apply_job_limits
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +44,10 @@ class JobTask(Task):
             reason = f"hard time limit of {settings.job_hard_time_limit_s:g} s exceeded: the job's process was killed"
             # This is the worker's parent, which forks every job's process: use a private engine and
             # close it, so no pooled connection is inherited by the next child.
-            from sqlalchemy.orm import sessionmaker
-
-            from jobs.db import create_db_engine
-            from worker.execute import fail_running_job
-
             engine = create_db_engine(settings.resolved_database_url)
             try:
                 factory = sessionmaker(bind=engine, expire_on_commit=False)
-                fail_running_job(factory, job_id, reason, worker_id=delivery_worker_id(task_id))
+                lifecycle.fail_running(factory, job_id, reason, worker_id=delivery_worker_id(task_id))
             except Exception:  # the reaper settles it later
                 log.exception("could not fail job %s after its hard time limit", job_id)
             finally:
@@ -69,10 +69,6 @@ def run_job(self: Task, job_id: str) -> None:
     Each job runs in its own forked child (max_tasks_per_child=1), so the memory cap set here binds
     this job alone.
     """
-    from jobs.settings import get_settings
-    from worker.execute import execute_job
-    from worker.limits import apply_job_limits
-
     apply_job_limits(get_settings())
     execute_job(str(job_id), worker_id=delivery_worker_id(self.request.id))
 

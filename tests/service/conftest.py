@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from service_support import create_pg_database, drop_pg_database, make_settings, new_key
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.app import create_app
+from glorot_service.app import build_app
 from jobs.db import dispose_engines, session_factory, transaction
 from jobs.migrate import upgrade
 from jobs.models import Base
@@ -73,14 +73,14 @@ def other_key(factory: sessionmaker[Session], settings: Settings) -> str:
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     """The app with its local runner (thread isolation), through Starlette's TestClient."""
-    with TestClient(create_app(settings)) as c:
+    with TestClient(build_app(settings)) as c:
         yield c
 
 
 @pytest.fixture
 def idle_client(settings: Settings) -> Iterator[TestClient]:
     """The app with no runner: jobs stay QUEUED."""
-    with TestClient(create_app(settings, start_runner=False)) as c:
+    with TestClient(build_app(settings, start_runner=False)) as c:
         yield c
 
 

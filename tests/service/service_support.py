@@ -17,8 +17,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs.db import transaction
 from api.services import create_api_key
+from jobs.db import transaction
 from jobs.settings import Settings
 
 PG_SERVER_URL = os.environ.get("GLOROT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

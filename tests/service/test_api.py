@@ -22,7 +22,7 @@ from service_support import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.app import create_app
+from glorot_service.app import build_app
 from jobs.settings import Settings
 
 PROBLEM = "application/problem+json"
@@ -87,7 +87,7 @@ def test_invalid_spec_is_422_with_field_paths(idle_client: TestClient, key: str)
 def test_cross_field_and_cap_errors_point_at_the_field(db_url: str, tmp_path: Any, factory: Any) -> None:
     settings = make_settings(db_url, tmp_path, max_parameters=10_000)
     k = new_key(factory, settings)
-    with TestClient(create_app(settings, start_runner=False)) as c:
+    with TestClient(build_app(settings, start_runner=False)) as c:
         body = assert_problem(submit(c, k, {"model": {"hidden": [100, 100], "input_dim": 10}}), 422)
     fields = {e["field"] for e in body["errors"]}
     assert {"model.hidden", "model.input_dim"} <= fields, body
@@ -118,7 +118,7 @@ def test_body_limit_counts_streamed_bytes(db_url: str, tmp_path: Any, factory: A
     settings = make_settings(db_url, tmp_path, max_body_bytes=2048)
     k = new_key(factory, settings)
     big = json.dumps({**TINY_SPEC, "name": "x" * 5000}).encode()
-    with TestClient(create_app(settings, start_runner=False)) as c:
+    with TestClient(build_app(settings, start_runner=False)) as c:
         h = {**auth(k), "content-type": "application/json"}
         assert_problem(c.post("/v1/experiments", content=big, headers=h), 413, "payload-too-large")
 
@@ -266,9 +266,9 @@ def _write_as_another_process(factory: sessionmaker[Session], job_id: str, **val
 
 def test_poll_body_is_the_job_model_and_carries_an_etag(idle_client: TestClient, key: str,
                                                         factory: sessionmaker[Session]) -> None:
-    from jobs.models import Job
     from api.schemas import JobOut
     from api.services import get_job
+    from jobs.models import Job
 
     submitted = submit(idle_client, key).json()
     r = idle_client.get(f"/v1/jobs/{submitted['id']}", headers=auth(key))
@@ -291,7 +291,7 @@ def test_poll_body_is_the_job_model_and_carries_an_etag(idle_client: TestClient,
 def test_poll_cache_cancel_is_visible_at_once(db_url: str, tmp_path: Any, factory: Any) -> None:
     settings = make_settings(db_url, tmp_path, job_cache_ttl_s=5)  # long TTL: only invalidation can explain it
     k = new_key(factory, settings)
-    with TestClient(create_app(settings, start_runner=False)) as c:
+    with TestClient(build_app(settings, start_runner=False)) as c:
         job_id = submit(c, k).json()["id"]
         first = c.get(f"/v1/jobs/{job_id}", headers=auth(k))
         assert first.json()["state"] == "QUEUED"
@@ -311,7 +311,7 @@ def test_poll_cache_another_process_write_is_visible_within_the_ttl(db_url: str,
     ttl = 2.0
     settings = make_settings(db_url, tmp_path, job_cache_ttl_s=ttl)
     k = new_key(factory, settings)
-    with TestClient(create_app(settings, start_runner=False)) as c:
+    with TestClient(build_app(settings, start_runner=False)) as c:
         job_id = submit(c, k).json()["id"]
         assert c.get(f"/v1/jobs/{job_id}", headers=auth(k)).json()["state"] == "QUEUED"
         written = time.monotonic()
@@ -329,7 +329,7 @@ def test_poll_cache_another_process_write_is_visible_within_the_ttl(db_url: str,
 def test_poll_cache_never_crosses_tenants(db_url: str, tmp_path: Any, factory: Any) -> None:
     settings = make_settings(db_url, tmp_path, job_cache_ttl_s=5)
     k, other = new_key(factory, settings), new_key(factory, settings)
-    with TestClient(create_app(settings, start_runner=False)) as c:
+    with TestClient(build_app(settings, start_runner=False)) as c:
         job_id = submit(c, k).json()["id"]
         for _ in range(2):  # the second owner read is a cache hit
             assert c.get(f"/v1/jobs/{job_id}", headers=auth(k)).status_code == 200
@@ -429,7 +429,7 @@ def test_health_ready_metrics_and_docs(client: TestClient, key: str) -> None:
 
 def test_readyz_fails_when_the_broker_is_down(db_url: str, tmp_path: Any, factory: Any) -> None:
     settings = make_settings(db_url, tmp_path, broker_url="redis://127.0.0.1:1/0")
-    with TestClient(create_app(settings)) as c:
+    with TestClient(build_app(settings)) as c:
         r = c.get("/readyz")
     body = assert_problem(r, 503, "not-ready")
     assert body["checks"]["database"] == "ok" and body["checks"]["broker"].startswith("error")

@@ -1,5 +1,6 @@
-"""The shared execution protocol (worker.execute) on both databases: conditional claim, fencing by
-attempt, terminal states that never change, the heartbeat reaper, and failures stored with a reason."""
+"""The shared execution protocol (jobs.lifecycle + worker.execute) on both databases: conditional claim,
+fencing by attempt, terminal states that never change, the heartbeat reaper, and failures stored with a
+reason."""
 
 from __future__ import annotations
 
@@ -12,10 +13,20 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.db import transaction
+from jobs.lifecycle import claim as claim_job
+from jobs.lifecycle import fail as fail_job
+from jobs.lifecycle import finish as store_results
+from jobs.lifecycle import reap
+from jobs.lifecycle import requeue as requeue_job
 from jobs.models import Job, JobState, MetricPoint, Report, Tenant, utcnow
 from jobs.settings import Settings
 from worker import execute
-from worker.execute import claim_job, execute_job, fail_job, reap_stale_jobs, requeue_job, store_results
+from worker.execute import execute_job
+
+
+def reap_stale_jobs(factory: sessionmaker[Session], settings: Settings) -> list[str]:
+    """The ids the reaper re-queued (what the maintenance loop dispatches again)."""
+    return [j for j, state in reap(factory, settings).items() if state == JobState.QUEUED]
 
 FAKE_REPORT: dict[str, Any] = {"schema_version": 1, "spec": {"train": {"steps": 10}}, "snapshots": [{"step": 10}]}
 ROWS = [(0, 1, "activation.std", 0.5), (10, 1, "activation.std", 0.4), (0, 0, "test_error", 0.9)]

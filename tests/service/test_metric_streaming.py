@@ -1,4 +1,4 @@
-"""Metric series streamed while a job runs (worker.execute's watcher), on both databases: they grow
+"""Metric series streamed while a job runs (worker.watcher), on both databases: they grow
 during the run, writes are fenced by the attempt, a re-run never mixes its points with a dead
 attempt's, and a SUCCEEDED job ends with exactly its report's rows."""
 
@@ -13,14 +13,17 @@ from fastapi.testclient import TestClient
 from service_support import auth, wait_for, wait_state
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
-from test_execute import FAKE_REPORT, ROWS, make_job, row
+from test_execute import FAKE_REPORT, ROWS, make_job, reap_stale_jobs, row
 
+from glorot_core.report import metric_rows
+from jobs import lifecycle
 from jobs.db import transaction
+from jobs.lifecycle import claim as claim_job
+from jobs.lifecycle import finish as store_results
 from jobs.models import Job, MetricPoint, MetricSeries, Report, utcnow
 from jobs.settings import Settings
-from glorot_core.report import metric_rows
-from worker import execute
-from worker.execute import _Watcher, claim_job, execute_job, reap_stale_jobs, store_results
+from worker.execute import execute_job
+from worker.watcher import Watcher as _Watcher
 
 #: Many small snapshots, far more steps than a test waits for: cancelled while RUNNING.
 STREAM_SPEC: dict[str, Any] = {
@@ -105,13 +108,13 @@ def test_succeeded_job_has_exactly_the_reports_rows(factory: sessionmaker[Sessio
 
     settings = make_settings(db_url, tmp_path, progress_interval_s=0.05)
     streamed: list[int] = []
-    real_store = execute.store_results
+    real_store = lifecycle.finish
 
     def spying_store(factory_: Any, job_id: str, attempt: int, report: dict[str, Any], rows: Any) -> bool:
         streamed.append(len(stored(factory_, job_id)))  # what the watcher wrote before the final rewrite
         return real_store(factory_, job_id, attempt, report, rows)
 
-    monkeypatch.setattr(execute, "store_results", spying_store)
+    monkeypatch.setattr(lifecycle, "finish", spying_store)
     job_id = make_job(factory, SHORT_SPEC)
     res = execute_job(job_id, settings=settings, factory=factory)
     assert res.state == "SUCCEEDED", res.error
@@ -130,8 +133,8 @@ def test_final_rewrite_replaces_streamed_points(factory: sessionmaker[Session], 
     assert attempt == 1
     watcher = _Watcher(factory, job_id, attempt, settings)
     live = [(0, 1, "activation.std", 0.123), (5, 1, "activation.std", 0.2), (0, 3, "other.stat", 1.0)]
-    assert watcher._write({"heartbeat_at": utcnow()}, live)
-    assert watcher._write({"heartbeat_at": utcnow()}, live[:1])  # a batch written twice: upserted
+    assert watcher._write(None, live)
+    assert watcher._write(None, live[:1])  # a batch written twice: upserted
     assert len(stored(factory, job_id)) == 3
     assert store_results(factory, job_id, attempt, FAKE_REPORT, ROWS)
     assert stored(factory, job_id) == expected(ROWS)
@@ -146,12 +149,12 @@ def test_fenced_out_attempt_streams_nothing(factory: sessionmaker[Session], sett
     old = _Watcher(factory, job_id, 1, settings)
     make_stale(factory, job_id)
     assert reap_stale_jobs(factory, settings) == [job_id]
-    assert not old._write({"heartbeat_at": utcnow()}, ROWS)  # re-queued: fenced out
+    assert not old._write(None, ROWS)  # re-queued: fenced out
     assert stored(factory, job_id) == []
     assert claim_job(factory, job_id, "new") == 2
     new = _Watcher(factory, job_id, 2, settings)
     mine = [(0, 1, "activation.std", 2.0)]
-    assert new._write({"heartbeat_at": utcnow()}, mine)
+    assert new._write(None, mine)
     # the old attempt's watcher thread, with a snapshot queued, notices it lost the job and writes nothing
     old.add_metric_rows(ROWS)
     old.start()
@@ -170,7 +173,7 @@ def test_rerun_does_not_mix_attempts(factory: sessionmaker[Session], settings: S
     assert claim_job(factory, job_id, "dead") == 1
     dead = _Watcher(factory, job_id, 1, settings)
     ghost = [(0, 1, "activation.std", 99.0), (999_950, 1, "activation.std", 99.0), (999_950, 0, "ghost", 1.0)]
-    assert dead._write({"heartbeat_at": utcnow()}, ghost)
+    assert dead._write(None, ghost)
     assert len(stored(factory, job_id)) == 3
     make_stale(factory, job_id)
     assert reap_stale_jobs(factory, settings) == [job_id]
@@ -190,7 +193,7 @@ def test_rerun_claim_clears_the_dead_attempts_series(factory: sessionmaker[Sessi
     """While attempt 2 streams, only its points are served, never a mix with attempt 1's."""
     job_id = make_job(factory)
     assert claim_job(factory, job_id, "dead") == 1
-    assert _Watcher(factory, job_id, 1, settings)._write({"heartbeat_at": utcnow()}, ROWS)
+    assert _Watcher(factory, job_id, 1, settings)._write(None, ROWS)
     make_stale(factory, job_id)
     assert reap_stale_jobs(factory, settings) == [job_id]
     assert claim_job(factory, job_id, "new") == 2
@@ -198,5 +201,5 @@ def test_rerun_claim_clears_the_dead_attempts_series(factory: sessionmaker[Sessi
     with factory() as s:
         assert s.execute(select(MetricSeries.id).where(MetricSeries.job_id == job_id)).first() is None
     mine = [(0, 1, "activation.std", 7.0)]
-    assert _Watcher(factory, job_id, 2, settings)._write({"heartbeat_at": utcnow()}, mine)
+    assert _Watcher(factory, job_id, 2, settings)._write(None, mine)
     assert stored(factory, job_id) == expected(mine)

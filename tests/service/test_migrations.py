@@ -16,7 +16,7 @@ from jobs.db import create_db_engine
 from jobs.migrate import current_revision, downgrade, head_revision, upgrade
 from jobs.models import Base
 
-TABLES = {"tenants", "api_keys", "jobs", "reports", "metric_series", "metric_points", "blobs"}
+TABLES = {"tenants", "api_keys", "jobs", "reports", "metric_series", "metric_points"}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
