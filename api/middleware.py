@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: a request-body size limit counted while streaming, and Prometheus metrics.
+"""Pure ASGI middleware: the last-resort error handler, a request-body size limit counted while
+streaming, and Prometheus metrics.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) keeps per-request overhead small, which the status-polling
 benchmark measures.
@@ -8,18 +9,33 @@ bodies): a declared Content-Length above the limit is refused before reading; a 
 body not framed by HTTP/1.x Content-Length) is counted as it arrives and the request fails with 413
 the moment the count passes the limit. A body framed by Content-Length needs no counting (the server
 reads exactly that many bytes), so a GET pays one scan of its headers and nothing else.
+
+Last resort (:class:`UnexpectedErrorMiddleware`, the outermost): an exception that nothing else
+handled — a bug in a route, a dependency or another middleware — is answered with a 500 problem
+carrying a correlation id (header and body), logged with its traceback under that id, and *not*
+re-raised. Starlette's own handler for ``Exception`` answers too but then re-raises, and the server
+closes the keep-alive connection after logging it, so the client's next request on that connection
+fails; here the exception ends with the response.
+
+Compression (:class:`CompressionMiddleware`): Starlette's gzip for clients that send
+``Accept-Encoding: gzip`` and bodies of at least ``minimum_size`` bytes (a report is MBs of JSON that
+compresses ≈5–10×); for other clients it is not in the path at all.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.problems import PROBLEM_JSON, problem_body
+from api.problems import CORRELATION_HEADER, PROBLEM_JSON, internal_error_body, new_correlation_id, problem_body
+
+log = logging.getLogger("glorot.api")
 
 
 class BodyTooLarge(Exception):
@@ -30,12 +46,59 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
-async def _send_problem(send: Send, status: int, body: dict[str, Any]) -> None:
+async def _send_problem(send: Send, status: int, body: dict[str, Any], *, close: bool = True,
+                        headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     data = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(data)).encode()),
-                            (b"connection", b"close")]})
+                            *([(b"connection", b"close")] if close else []), *headers]})
     await send({"type": "http.response.body", "body": data})
+
+
+class UnexpectedErrorMiddleware:
+    """Turns any exception that escapes the app into a 500 problem with a correlation id (module docstring).
+
+    If the response had already started, nothing can be said any more: the error is logged and the
+    server, seeing an unfinished response, closes that connection (the only honest end of a truncated
+    body)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            cid = new_correlation_id()
+            log.error("unhandled error [correlation id %s] on %s %s%s", cid, scope.get("method"), scope.get("path"),
+                      " (response already started)" if started else "", exc_info=exc)
+            if not started:
+                await _send_problem(send, 500, internal_error_body(cid, scope.get("path")), close=False,
+                                    headers=((CORRELATION_HEADER.lower().encode(), cid.encode()),))
+
+
+class CompressionMiddleware(GZipMiddleware):
+    """gzip when the client accepts it (Starlette's responder, which compresses large bodies in a worker
+    thread); a straight pass-through otherwise, so a client that does not ask pays nothing."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"accept-encoding" and b"gzip" in value:
+                    await super().__call__(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 class BodyLimitMiddleware:

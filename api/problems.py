@@ -9,11 +9,22 @@ Validation problems add ``errors``: one entry per field, with
 * ``field``: the same path relative to the body, dotted (``model.hidden.2``), as ``glorot validate`` prints;
 * ``pointer``: an RFC 6901 JSON Pointer into the request body (``/model/hidden/2``), body errors only;
 * ``message`` and ``code`` (pydantic's error type).
+
+Rendering a problem never fails: a document is dumped as strict JSON, and if a part of it is not
+representable (a ``NaN`` or a lone surrogate echoed from the client's input) those parts are replaced
+(``"NaN"``, U+FFFD) rather than letting an error about an error become a 500.
+
+Unexpected errors are 500 ``internal-error`` problems carrying a ``correlation_id`` (also sent as the
+``X-Correlation-ID`` header) under which the traceback is logged; the client sees nothing else of it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import re
+import secrets
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -28,6 +39,7 @@ log = logging.getLogger("glorot.api")
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:glorot:problem:"
+CORRELATION_HEADER = "X-Correlation-ID"
 
 
 class Problem(Exception):
@@ -58,19 +70,75 @@ def problem_body(status: int, slug: str, detail: str, *, title: str | None = Non
     return body
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _safe_text(s: str) -> str:
+    """``s`` as encodable text: each lone surrogate (from a ``\\ud800`` escape or invalid UTF-8) becomes U+FFFD."""
+    return s if s.isascii() else _SURROGATE.sub("\ufffd", s)
+
+
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """``value`` with everything strict JSON cannot carry replaced: non-finite floats by their name,
+    undecodable strings by their printable form, unknown objects by a short repr, depth cut at 32."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, str):
+        return _safe_text(value)
+    if depth >= 32:
+        return "…"
+    if isinstance(value, dict):
+        return {_safe_text(str(k)): json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v, depth + 1) for v in value]
+    return _short(_safe_text(repr(value)))
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class ProblemResponse(JSONResponse):
+    """``application/problem+json`` that always renders (see the module docstring)."""
+
+    media_type = PROBLEM_JSON
+
+    def render(self, content: Any) -> bytes:
+        try:
+            text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+            return text.encode("utf-8")
+        except (ValueError, TypeError, UnicodeEncodeError, RecursionError):
+            return json.dumps(json_safe(content), ensure_ascii=False, allow_nan=False,
+                              separators=(",", ":")).encode("utf-8")
+
+
 def problem_response(status: int, slug: str, detail: str, *, instance: str | None = None,
                      headers: dict[str, str] | None = None, title: str | None = None, **extra: Any) -> JSONResponse:
-    return JSONResponse(
+    return ProblemResponse(
         problem_body(status, slug, detail, title=title, instance=instance, **extra),
-        status_code=status, media_type=PROBLEM_JSON, headers=headers,
+        status_code=status, headers=headers,
     )
 
 
+def new_correlation_id() -> str:
+    """A short random id that ties a 500 (or a failed job) to the operator's log entry."""
+    return secrets.token_hex(8)
+
+
+def internal_error_body(correlation_id: str, instance: str | None = None) -> dict[str, Any]:
+    """The 500 problem: what the client may know (nothing about the error itself) and the id to quote."""
+    return problem_body(500, "internal-error", f"an unexpected error occurred; it has been logged under "
+                        f"correlation id {correlation_id}", instance=instance, correlation_id=correlation_id)
+
+
 def _jsonable_input(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    text = repr(value)
-    return text if len(text) <= 200 else text[:199] + "…"
+    if value is None or isinstance(value, bool | int | str):
+        return _safe_text(_short(value)) if isinstance(value, str) else value
+    if isinstance(value, float):
+        return json_safe(value)
+    return _short(_safe_text(repr(value)))
 
 
 def field_errors(errors: Iterable[dict[str, Any]], prefix: Sequence[str | int] = ()) -> list[dict[str, Any]]:
@@ -130,6 +198,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(500, "internal-error", "an unexpected error occurred; it has been logged",
-                                instance=request.url.path)
+        # reached only by an error outside api.middleware.UnexpectedErrorMiddleware (which answers the
+        # rest without letting the exception reach the server, so the connection survives)
+        cid = new_correlation_id()
+        log.error("unhandled error [correlation id %s] on %s %s", cid, request.method, request.url.path,
+                  exc_info=exc)
+        return ProblemResponse(internal_error_body(cid, request.url.path), status_code=500,
+                               headers={CORRELATION_HEADER: cid})
