@@ -25,7 +25,13 @@ from api import problems
 from api.deps import AppContext
 from api.dispatch import Dispatcher, LocalDispatcher
 from api.jobcache import JobCache
-from api.middleware import BodyLimitMiddleware, BodyTooLarge, PrometheusMiddleware
+from api.middleware import (
+    BodyLimitMiddleware,
+    BodyTooLarge,
+    CompressionMiddleware,
+    PrometheusMiddleware,
+    UnexpectedErrorMiddleware,
+)
 from api.routes import ops, router
 from jobs.db import session_factory
 from jobs.models import Job, JobState
@@ -122,7 +128,9 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
 
     app.include_router(router)
     app.include_router(ops)
+    app.add_middleware(CompressionMiddleware, minimum_size=4096, compresslevel=6)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(PrometheusMiddleware, registry=registry)
+    app.add_middleware(UnexpectedErrorMiddleware)  # last added = outermost: it sees every exception
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

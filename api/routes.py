@@ -6,7 +6,7 @@ import json
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -16,7 +16,10 @@ from sqlalchemy import bindparam, select, text
 from api import services
 from api.deps import AppContext, CtxDep, PrincipalDep, SessionDep
 from api.jobcache import CachedJob, make_entry
+from api.json_body import parse_json_body
 from api.problems import PROBLEM_JSON, Problem, field_errors, validation_problem
+from api.query_params import reject_repeated_scalars
+from api.report_parts import SECTIONS_PATTERN, SNAPSHOT_RANGE_PATTERN, select_parts
 from api.schemas import Health, JobOut, JobPage, MetricSeriesOut, MetricsPage
 from api.security import request_hash
 from glorot_core.spec import MAX_WIDTH, validate_spec
@@ -24,11 +27,12 @@ from jobs.models import Job, JobState
 
 MAX_LAYER_INDEX = MAX_WIDTH  # more than any network has layers; bounds the SQL integer
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", dependencies=[Depends(reject_repeated_scalars)])
 ops = APIRouter()
 
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
-STATISTIC_RE = re.compile(r"^[\w.-]{1,64}$")
+STATISTIC_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+STATISTIC_RE = re.compile(STATISTIC_PATTERN)
 
 _PROBLEM = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -36,6 +40,7 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "no such job for this tenant", **_PROBLEM},
     422: {"description": "invalid request, with field paths", **_PROBLEM},
 }
+BAD_CURSOR = {"description": "the cursor is not a next_cursor of this list with these filters", **_PROBLEM}
 
 
 @router.post(
@@ -55,7 +60,8 @@ async def submit_experiment(
     request: Request,
     ctx: CtxDep,
     principal: PrincipalDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY_RE.pattern,
+                                                  min_length=1, max_length=255)] = None,
 ) -> Response:
     if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.match(idempotency_key):
         raise Problem(422, "validation-error", "Idempotency-Key must be 1-255 visible ASCII characters",
@@ -64,13 +70,7 @@ async def submit_experiment(
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if ctype.startswith("multipart/"):  # lenient otherwise: `curl -d @spec.json` sends a form content type
         raise Problem(415, "unsupported-media-type", f"send the spec as application/json, not {ctype!r}")
-    raw = await request.body()
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        pos = getattr(e, "pos", 0)
-        return validation_problem([{"loc": ["body", pos], "field": "", "pointer": "", "message":
-                                    f"invalid JSON: {e}", "code": "json_invalid"}], instance=request.url.path)
+    body = parse_json_body(await request.body())  # 422 with field paths for anything not plain JSON
     try:
         spec = validate_spec(body, max_parameters=ctx.settings.max_parameters)
     except ValidationError as e:
@@ -169,7 +169,8 @@ async def read_job(job_id: str, request: Request, principal: PrincipalDep) -> Re
     return Response(entry.body, media_type="application/json", headers=headers)
 
 
-@router.get("/jobs", response_model=JobPage, responses=COMMON_ERRORS, summary="List jobs (newest first)")
+@router.get("/jobs", response_model=JobPage, responses={**COMMON_ERRORS, 400: BAD_CURSOR},
+            summary="List jobs (newest first)")
 def list_jobs(
     session: SessionDep,
     ctx: CtxDep,
@@ -205,16 +206,25 @@ async def cancel_job(job_id: str, ctx: CtxDep, principal: PrincipalDep) -> JSONR
 
 @router.get(
     "/jobs/{job_id}/report", summary="The job's JSON report",
-    description="The report of DESIGN.md (schema_version 1). 409 problem while the job is not SUCCEEDED.",
+    description="The report of DESIGN.md (schema_version 1). 409 problem while the job is not SUCCEEDED. "
+    "`snapshots=FROM:TO` and `sections=a,b` select a part (then `snapshot_range` gives from, to and total); "
+    "gzip-compressed for clients that send `Accept-Encoding: gzip`.",
     responses={**COMMON_ERRORS, 200: {"content": {"application/json": {"schema": {"type": "object"}}}},
                409: {"description": "not SUCCEEDED (yet)", **_PROBLEM}},
 )
-def read_report(job_id: str, session: SessionDep, principal: PrincipalDep) -> JSONResponse:
-    return JSONResponse(services.get_report(session, principal.tenant_id, job_id))
+def read_report(
+    job_id: str, session: SessionDep, principal: PrincipalDep,
+    snapshots: Annotated[str | None, Query(pattern=SNAPSHOT_RANGE_PATTERN, max_length=19,
+                                           description="FROM:TO, snapshots FROM (included) to TO (excluded)")] = None,
+    sections: Annotated[str | None, Query(pattern=SECTIONS_PATTERN, max_length=1055,
+                                          description="comma-separated top-level sections: verdicts,layers")] = None,
+) -> JSONResponse:
+    report = services.get_report(session, principal.tenant_id, job_id)
+    return JSONResponse(select_parts(report, snapshots=snapshots, sections=sections))
 
 
 @router.get(
-    "/jobs/{job_id}/metrics", response_model=MetricsPage, responses=COMMON_ERRORS,
+    "/jobs/{job_id}/metrics", response_model=MetricsPage, responses={**COMMON_ERRORS, 400: BAD_CURSOR},
     summary="Metric time series of a job",
     description="Series per (layer, statistic) as [step, value] points, in every state: they grow while the job "
     "runs (a point per snapshot, about a second after it is taken) and are exactly the report's once it SUCCEEDED. "
@@ -230,7 +240,7 @@ def read_metrics(
         Query(max_length=256, description="layer index; 0 = whole network"),
     ] = None,
     statistic: Annotated[
-        list[Annotated[str, Field(min_length=1, max_length=64)]] | None,
+        list[Annotated[str, Field(min_length=1, max_length=64, pattern=STATISTIC_PATTERN)]] | None,
         Query(max_length=256, description="e.g. activation.std, test_error"),
     ] = None,
     limit: Annotated[int | None, Query(ge=1, description="points per page (capped by the server)")] = None,
