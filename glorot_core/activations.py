@@ -54,7 +54,12 @@ class Activation:
         return self.fn(s)
 
     def histogram_bins(self, bins: int) -> LinearBins:
-        """Fixed, evenly spaced bins over ``hist_range``: comparable bin by bin across runs."""
+        """Fixed, evenly spaced bins over ``hist_range``: comparable bin by bin across runs.
+
+        The spec's default (200) gives tanh/softsign bins of width 0.01: a bin of width h lowers a
+        peak of std σ by ≈h²/(6σ²) at worst (an edge on the mode), 2.5 % for Fig 6's narrowest peak
+        (layer 5 under the standard init, σ ≈ 0.033, kurtosis ≈ 4); 50 bins lowered it by 31 %.
+        """
         return LinearBins(*self.hist_range, bins)
 
     def saturation_masks(self, z: Tensor) -> tuple[Tensor, Tensor]:

@@ -151,7 +151,10 @@ class DiagnosticsSpec(_Strict):
 
     every: Annotated[Int, Field(ge=1, le=MAX_STEPS)] = Field(1000, description="a snapshot every this many steps")
     monitor_examples: Annotated[Int, Field(ge=1, le=100_000)] = 300
-    histogram_bins: Annotated[Int, Field(ge=4, le=1000)] = 50
+    histogram_bins: Annotated[Int, Field(ge=4, le=1000)] = Field(
+        200, description="bins of each fixed-edge histogram (tanh: width 0.01 over [-1, 1], resolving Fig 6's "
+        "narrowest peak, layer 5 under the standard init, within 3 %; 50 bins gave 31 % too low)",
+    )
     jacobian: JacobianSpec = Field(default_factory=JacobianSpec)
 
 
