@@ -8,16 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobs.models import Job, JobState
-
-
-class JobProgress(BaseModel):
-    """Where a job is: ``fraction`` of the work in [0, 1], training ``step`` of ``total_steps``, ``phase``."""
-
-    fraction: float = 0.0
-    step: int = 0
-    total_steps: int | None = None
-    phase: str = "queued"
-    message: str = ""
+from jobs.progress import JobProgress
 
 
 class JobLinks(BaseModel):
@@ -51,10 +42,9 @@ class JobOut(BaseModel):
     @classmethod
     def of(cls, job: Job) -> JobOut:
         base = f"/v1/jobs/{job.id}"
-        p = job.progress or {}
         return cls(
             id=job.id, kind=job.kind, state=JobState(job.state), attempt=job.attempt,
-            progress=JobProgress(**{k: p[k] for k in JobProgress.model_fields if k in p}),
+            progress=JobProgress.of(job.progress),
             error=job.error, cancel_requested=job.cancel_requested, idempotency_key=job.idempotency_key,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
             heartbeat_at=job.heartbeat_at, spec=job.spec, resolved_spec=job.resolved_spec,
