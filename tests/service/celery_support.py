@@ -102,9 +102,10 @@ class Env:
             "GLOROT_CELERY_QUEUE": self.queue,
             "GLOROT_HOME": str(self.tmp / "data"),
             "GLOROT_API_KEY_SECRET": "test-secret-" + "x" * 32,
-            # Short windows so failures settle in seconds: heartbeat 0.5 s, stale after 3 s.
+            # Short windows so failures settle in seconds: heartbeat 0.5 s, stale after 10 s (20 missed
+            # heartbeats: a job process starved on a loaded machine is not taken for dead).
             "GLOROT_HEARTBEAT_INTERVAL_S": "0.5",
-            "GLOROT_REAPER_STALE_AFTER_S": "3",
+            "GLOROT_REAPER_STALE_AFTER_S": "10",
             "GLOROT_REAPER_INTERVAL_S": "0.5",
             "GLOROT_SWEEPER_QUEUED_AFTER_S": "2",
             "GLOROT_PROGRESS_INTERVAL_S": "0.5",

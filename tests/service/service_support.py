@@ -71,10 +71,14 @@ def drop_pg_database(url: str) -> None:
 
 
 def make_settings(db_url: str, home: Path, **overrides: Any) -> Settings:
-    """Settings for tests: fast heartbeats and polls, thread isolation unless asked otherwise."""
+    """Settings for tests: fast heartbeats and polls, thread isolation unless asked otherwise.
+
+    The reaper's staleness window stays generous (30 s): a job process that is still starting (importing
+    torch on a loaded machine) must never look dead. Tests of the reaper age a heartbeat explicitly
+    instead of waiting for one to go stale."""
     values: dict[str, Any] = {
         "database_url": db_url, "home": home, "api_key_secret": SECRET, "broker_url": None,
-        "heartbeat_interval_s": 0.2, "reaper_stale_after_s": 3.0, "reaper_interval_s": 0.5,
+        "heartbeat_interval_s": 0.2, "reaper_stale_after_s": 30.0, "reaper_interval_s": 0.5,
         "progress_interval_s": 0.2, "cancel_poll_interval_s": 0.1, "local_poll_interval_s": 0.2,
         "local_runner_isolation": "thread", "auth_cache_ttl_s": 0, "max_attempts": 2,
     }

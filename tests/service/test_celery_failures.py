@@ -82,7 +82,7 @@ def test_sigkill_mid_job_then_another_worker_settles_it(stack: dict[str, Any]) -
     assert job_row(factory, job_id).state == "RUNNING"
     b = Worker(env, "rescuer").start()
     stack["workers"].append(b)
-    # Reaper window: stale after 3 s, looked at every 0.5 s; then the re-run itself.
+    # Reaper window: stale after 10 s, looked at every 0.5 s; then the re-run itself.
     job = wait_state(factory, job_id, TERMINAL, 120, workers=(a, b))
     if job.state == "SUCCEEDED":
         assert job.attempt == 2, job.attempt  # the dead attempt was fenced out, the re-run won
