@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from api import problems
 from api.deps import AppContext
 from api.dispatch import Dispatcher, LocalDispatcher
+from api.docs_ui import install_docs
 from api.jobcache import JobCache
 from api.middleware import (
     BodyLimitMiddleware,
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         "Authenticate with `Authorization: Bearer <api key>` (create one with `glorot keys create --tenant NAME`). "
         "Errors are RFC 9457 `application/problem+json`.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs from local assets (works offline)
     )
     app.state.ctx = ctx
     app.state.registry = registry = CollectorRegistry()
@@ -128,6 +130,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
 
     app.include_router(router)
     app.include_router(ops)
+    install_docs(app)
     app.add_middleware(CompressionMiddleware, minimum_size=4096, compresslevel=6)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(PrometheusMiddleware, registry=registry)
