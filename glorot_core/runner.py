@@ -70,7 +70,7 @@ def run_experiment(
     ``DataUnavailable`` / ``SpecNotRunnable`` when the spec cannot run here. Divergence is not an
     exception: the report ends early with a ``diverged`` verdict naming the step and the layer.
     """
-    from glorot_core.data import open_dataset
+    from glorot_core.data import check_fits, open_dataset
 
     started = time.monotonic()
     if progress is not None:
@@ -80,6 +80,7 @@ def run_experiment(
     d = spec.data
     root = data_root(spec)
     data = open_dataset(d.dataset, root=root, input_range=d.input_range, seed=d.seed)
+    check_fits(data, spec.model.input_dim, spec.model.num_classes)  # idx / npz: dims read from the files
     x_test, y_test = (t.to(device) for t in data.fixed_set("test", d.test_examples))
     x_mon, y_mon = (t.to(device) for t in data.fixed_set("monitor", spec.diagnostics.monitor_examples))
     init_data = None

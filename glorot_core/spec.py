@@ -53,7 +53,9 @@ Bool = Annotated[bool, Strict()]
 Seed = Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)]
 Width = Annotated[int, Strict(), Field(ge=1, le=MAX_WIDTH)]
 InitName = Literal["standard", "normalized", "he", "orthogonal", "lsuv"]
-DatasetName = Literal["shapeset3x2", "mnist", "cifar10"]
+DatasetName = Literal["shapeset3x2", "mnist", "cifar10", "idx", "npz"]
+"""idx / npz: the user's own files; their input_dim and num_classes are read from the files and checked
+when the run opens them (the spec cannot know them)."""
 DATASET_SHAPES: dict[str, tuple[int, int]] = {"shapeset3x2": (1024, 9), "mnist": (784, 10), "cifar10": (3072, 10)}
 
 
@@ -102,7 +104,9 @@ class DataSpec(_Strict):
     dataset: DatasetName = "shapeset3x2"
     input_range: tuple[InputBound, InputBound] = Field((-1.0, 1.0), description="pixels /255 mapped to this range")
     seed: Seed = Field(0, description="seed of the training stream; test and monitor sets use their own")
-    root: str | None = Field(None, description="folder with MNIST IDX or CIFAR-10 binary files")
+    root: str | None = Field(None, description="folder with MNIST IDX or CIFAR-10 binary files; for idx, a folder "
+                             "of MNIST-named IDX files of any image size; for npz, an .npz file of arrays x, y "
+                             "(and optionally x_test, y_test) or a folder holding exactly one")
     test_examples: Annotated[Int, Field(ge=1, le=100_000)] = Field(
         2000, description="size of the fixed test set used for test_error (not stated in the paper)"
     )
@@ -195,7 +199,7 @@ class ExperimentSpec(_Strict):
                 f"{snapshots:,} snapshots for {self.train.steps:,} steps; at most {MAX_SNAPSHOTS:,}: "
                 f"use every >= {-(-self.train.steps // (MAX_SNAPSHOTS - 1)):,}",
             ))
-        in_dim, classes = DATASET_SHAPES[self.data.dataset]
+        in_dim, classes = DATASET_SHAPES.get(self.data.dataset, (self.model.input_dim, self.model.num_classes))
         if self.model.input_dim != in_dim:
             errors.append(_error("dataset_mismatch", ("model", "input_dim"), self.model.input_dim,
                                  f"{self.data.dataset} has {in_dim} inputs"))

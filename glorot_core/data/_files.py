@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,14 @@ from glorot_core.errors import DataUnavailable
 
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
+DEFAULT_MAX_DATA_BYTES = 4 << 30
+"""Largest data file (after decompression) read into memory: 4 GiB, ≈80× MNIST's four files;
+``GLOROT_MAX_DATA_BYTES`` overrides it. A gzip or compressed .npz is measured decompressed, so a small
+file cannot expand into all of memory."""
+
+
+def max_data_bytes() -> int:
+    return int(os.environ.get("GLOROT_MAX_DATA_BYTES", DEFAULT_MAX_DATA_BYTES))
 
 
 def check_split(split: str) -> None:
@@ -45,14 +54,24 @@ def find_file(dataset: str, root: str | Path, folders: tuple[str, ...], names: t
 
 
 def read_bytes(dataset: str, path: Path) -> bytes:
-    """The file's content, gunzipped when it ends in .gz; unreadable files raise DataUnavailable."""
+    """The file's content, gunzipped when it ends in .gz; unreadable files, and files larger than
+    ``max_data_bytes()`` (decompressed), raise DataUnavailable."""
+    limit = max_data_bytes()
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
+                raw = f.read(limit + 1)
+        else:
+            if path.stat().st_size > limit:
+                raise DataUnavailable(f"{dataset}: {str(path)!r} is {path.stat().st_size:,} bytes, above the "
+                                      f"limit of {limit:,} (GLOROT_MAX_DATA_BYTES)")
+            raw = path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise DataUnavailable(f"{dataset}: cannot read {str(path)!r}: {exc}") from exc
+    if len(raw) > limit:
+        raise DataUnavailable(f"{dataset}: {str(path)!r} decompresses to more than the limit of {limit:,} bytes "
+                              f"(GLOROT_MAX_DATA_BYTES)")
+    return raw
 
 
 def to_float(pixels: np.ndarray | torch.Tensor, input_range: tuple[float, float]) -> torch.Tensor:
@@ -61,6 +80,15 @@ def to_float(pixels: np.ndarray | torch.Tensor, input_range: tuple[float, float]
     t = torch.as_tensor(pixels)
     x = t.to(torch.float32).mul_((hi - lo) / 255.0)
     return x.add_(lo) if lo != 0.0 else x
+
+
+def to_features(values: np.ndarray | torch.Tensor, input_range: tuple[float, float]) -> torch.Tensor:
+    """Inputs as float32: uint8 values are pixels (``to_float``: byte / 255 mapped to ``input_range``);
+    any other real dtype is taken as already preprocessed and only converted to float32."""
+    t = torch.as_tensor(values)
+    if t.dtype == torch.uint8:
+        return to_float(t, input_range)
+    return t.to(torch.float32)
 
 
 def check_labels(dataset: str, path: Path, labels: np.ndarray, num_classes: int) -> None:
