@@ -6,23 +6,23 @@ import json
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import Field, ValidationError
+from pydantic import Field
 from sqlalchemy import bindparam, select, text
 
 from api import services
 from api.deps import AppContext, CtxDep, PrincipalDep, SessionDep
 from api.jobcache import CachedJob, make_entry
-from api.json_body import parse_json_body
-from api.problems import PROBLEM_JSON, Problem, field_errors, validation_problem
+from api.problems import PROBLEM_JSON, Problem
 from api.query_params import reject_repeated_scalars
 from api.report_parts import SECTIONS_PATTERN, SNAPSHOT_RANGE_PATTERN, select_parts
 from api.schemas import Health, JobOut, JobPage, MetricSeriesOut, MetricsPage
-from api.security import request_hash
-from glorot_core.spec import MAX_WIDTH, validate_spec
+from api.submission import SubmissionDep
+from glorot_core.spec import MAX_WIDTH
+from jobs.lifecycle import Submission
 from jobs.models import Job, JobState
 
 MAX_LAYER_INDEX = MAX_WIDTH  # more than any network has layers; bounds the SQL integer
@@ -30,7 +30,6 @@ MAX_LAYER_INDEX = MAX_WIDTH  # more than any network has layers; bounds the SQL 
 router = APIRouter(prefix="/v1", dependencies=[Depends(reject_repeated_scalars)])
 ops = APIRouter()
 
-IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 STATISTIC_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 STATISTIC_RE = re.compile(STATISTIC_PATTERN)
 
@@ -56,69 +55,22 @@ BAD_CURSOR = {"description": "the cursor is not a next_cursor of this list with 
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"$ref": "#/components/schemas/ExperimentSpec"}}}}},
 )
-async def submit_experiment(
-    request: Request,
-    ctx: CtxDep,
-    principal: PrincipalDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY_RE.pattern,
-                                                  min_length=1, max_length=255)] = None,
-) -> Response:
-    if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.match(idempotency_key):
-        raise Problem(422, "validation-error", "Idempotency-Key must be 1-255 visible ASCII characters",
-                      title="Invalid request", errors=[{"loc": ["header", "idempotency-key"], "field":
-                      "idempotency-key", "message": "1-255 visible ASCII characters", "code": "string_pattern"}])
-    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if ctype.startswith("multipart/"):  # lenient otherwise: `curl -d @spec.json` sends a form content type
-        raise Problem(415, "unsupported-media-type", f"send the spec as application/json, not {ctype!r}")
-    body = parse_json_body(await request.body())  # 422 with field paths for anything not plain JSON
-    try:
-        spec = validate_spec(body, max_parameters=ctx.settings.max_parameters)
-    except ValidationError as e:
-        return validation_problem(field_errors(e.errors(), ("body",)), instance=request.url.path)
-    nul = _find_nul(body)
-    if nul is not None:  # JSON allows \u0000; PostgreSQL's JSONB (and text) cannot store it
-        return validation_problem(field_errors([{"loc": nul, "msg": "NUL characters are not allowed",
-                                                 "type": "string_nul", "input": None}], ("body",)),
-                                  instance=request.url.path)
-    try:
-        body_hash = request_hash(body)
-    except ValueError as e:  # NaN in the body
-        raise Problem(422, "validation-error", f"the body is not plain JSON: {e}") from None
-
-    def create() -> services.Submission:
+async def submit_experiment(ctx: CtxDep, principal: PrincipalDep, sub: SubmissionDep) -> Response:
+    def create() -> Submission:
         with ctx.factory() as session:
             return services.submit_job(
-                session, tenant_id=principal.tenant_id, kind="experiment", spec=body,
-                resolved=spec.model_dump(mode="json"), total_steps=spec.train.steps,
-                idempotency_key=idempotency_key, body_hash=body_hash,
+                session, tenant_id=principal.tenant_id, kind="experiment", spec=sub.body,
+                resolved=sub.spec.model_dump(mode="json"), total_steps=sub.spec.train.steps,
+                idempotency_key=sub.idempotency_key, body_hash=sub.body_hash,
             )
 
-    sub = await run_in_threadpool(create)
-    if sub.created:
-        await run_in_threadpool(ctx.dispatcher.dispatch, sub.job.id)
-    headers = {"Location": f"/v1/jobs/{sub.job.id}"}
-    if not sub.created:
+    stored = await run_in_threadpool(create)
+    if stored.created:
+        await run_in_threadpool(ctx.dispatcher.dispatch, stored.job.id)
+    headers = {"Location": f"/v1/jobs/{stored.job.id}"}
+    if not stored.created:
         headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(JobOut.of(sub.job).model_dump(mode="json"), status_code=202, headers=headers)
-
-
-def _find_nul(value: Any, path: tuple[str | int, ...] = ()) -> list[str | int] | None:
-    """The path of the first string (or key) in ``value`` containing a NUL character."""
-    if isinstance(value, str):
-        return list(path) if "\x00" in value else None
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if "\x00" in k:
-                return [*path, k]
-            found = _find_nul(v, (*path, k))
-            if found is not None:
-                return found
-    if isinstance(value, list):
-        for i, v in enumerate(value):
-            found = _find_nul(v, (*path, i))
-            if found is not None:
-                return found
-    return None
+    return JSONResponse(JobOut.of(stored.job).model_dump(mode="json"), status_code=202, headers=headers)
 
 
 JOB_COLUMNS = (Job.id, Job.kind, Job.state, Job.attempt, Job.progress, Job.error, Job.cancel_requested,
