@@ -87,11 +87,6 @@ class Settings(BaseSettings):
         return url
 
     @property
-    def job_time_limit_s(self) -> float:
-        """The hard time limit (the name Celery uses for it)."""
-        return self.job_hard_time_limit_s
-
-    @property
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
 
