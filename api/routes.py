@@ -1,4 +1,4 @@
-"""The v1 routes (DESIGN.md, "REST contract") and the operational ones (/healthz, /readyz, /metrics)."""
+"""The v1 routes (the REST contract: docs/service.md) and the operational ones (/healthz, /readyz, /metrics)."""
 
 from __future__ import annotations
 
@@ -158,7 +158,7 @@ async def cancel_job(job_id: str, ctx: CtxDep, principal: PrincipalDep) -> JSONR
 
 @router.get(
     "/jobs/{job_id}/report", summary="The job's JSON report",
-    description="The report of DESIGN.md (schema_version 1). 409 problem while the job is not SUCCEEDED. "
+    description="The diagnosis report (schema_version 1). 409 problem while the job is not SUCCEEDED. "
     "`snapshots=FROM:TO` and `sections=a,b` select a part (then `snapshot_range` gives from, to and total); "
     "gzip-compressed for clients that send `Accept-Encoding: gzip`.",
     responses={**COMMON_ERRORS, 200: {"content": {"application/json": {"schema": {"type": "object"}}}},

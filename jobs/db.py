@@ -1,8 +1,8 @@
 """Engines and sessions for SQLite (embedded) and PostgreSQL (psycopg 3).
 
-SQLite gets what it needs to behave under a web server plus a runner writing at the same time
-(PITFALLS.md): WAL, a busy timeout, ``foreign_keys=ON``, and pysqlite's own transaction handling turned
-off so that SQLAlchemy emits BEGIN itself (the SAVEPOINT fix from the SQLAlchemy SQLite docs). We
+SQLite gets what it needs to behave under a web server plus a runner writing at the same time: WAL,
+a busy timeout, ``foreign_keys=ON``, and pysqlite's own transaction handling turned off so that
+SQLAlchemy emits BEGIN itself (the SAVEPOINT fix from the SQLAlchemy SQLite docs). We
 begin with ``BEGIN IMMEDIATE``: every transaction takes the write lock up front, so a read-then-write
 transaction can never fail with SQLITE_BUSY on upgrade; transactions are kept short everywhere.
 

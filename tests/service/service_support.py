@@ -115,7 +115,7 @@ def wait_state(client: TestClient | httpx.Client, key: str, job_id: str, states:
 
 
 def check_design_report(report: dict[str, Any], spec: dict[str, Any]) -> None:
-    """The report's fields are those of DESIGN.md ("Report")."""
+    """The report has the documented sections and, per snapshot and layer, every instrument's fields."""
     assert report["schema_version"] == 1
     for key in ("spec", "layers", "snapshots", "theory", "verdicts"):
         assert key in report, key
