@@ -20,8 +20,10 @@ RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY glorot_core ./glorot_core
+COPY jobs ./jobs
 COPY api ./api
 COPY worker ./worker
+COPY glorot_service ./glorot_service
 COPY migrations ./migrations
 COPY alembic.ini ./
 # Editable: the code (and migrations/, which Alembic reads as files) stays under /app.
