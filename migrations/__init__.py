@@ -1,1 +1,1 @@
-"""Alembic migrations of the service schema (see api/migrate.py and `glorot db upgrade`)."""
+"""Alembic migrations of the service schema (see jobs/migrate.py and `glorot db upgrade`)."""
