@@ -76,7 +76,7 @@ def test_sigkill_mid_job_then_another_worker_settles_it(stack: dict[str, Any]) -
     a = Worker(env, "victim").start()
     stack["workers"].append(a)
     job_id = submit(factory, stack["client"], stack["tenant"], long_spec(MEDIUM_STEPS))
-    _wait_progress(factory, job_id, 60, (a,))
+    _wait_progress(factory, job_id, 180, (a,))
     a.kill()  # parent, pool process and maintenance process, all at once: nothing gets to clean up
     killed_at = time.monotonic()
     assert job_row(factory, job_id).state == "RUNNING"
@@ -96,10 +96,10 @@ def test_redis_restart_while_jobs_are_queued(stack: dict[str, Any]) -> None:
     w = Worker(env, "survivor").start()
     stack["workers"].append(w)
     running = submit(factory, client, stack["tenant"], long_spec(MEDIUM_STEPS))
-    _wait_progress(factory, running, 60, (w,))
+    _wait_progress(factory, running, 180, (w,))
     queued = [submit(factory, client, stack["tenant"], TINY_SPEC) for _ in range(3)]
     with redis_restarted() as outage:  # every queued message is gone now
-        assert outage < 5
+        assert outage < 60  # a restart, not a long outage (generous: the machine may be loaded)
     jobs = [wait_state(factory, j, TERMINAL, 180, workers=(w,)) for j in [running, *queued]]
     assert [j.state for j in jobs] == ["SUCCEEDED"] * 4, [(j.state, j.error) for j in jobs]
     # ...and the worker still consumes new messages after the reconnect.
