@@ -66,3 +66,21 @@ def test_fig6_layer5_peak_is_resolved_by_the_default_histogram() -> None:
     # 1/(σ√(2π)) ≈ 12.2 understates it, the paper's Fig 6 shows ≈13.7 (read off the figure, ±10 %).
     assert peak > 1.1 / (sigma * math.sqrt(2 * math.pi))
     assert peak == pytest.approx(13.7, rel=0.10)
+
+
+def test_eq5_prediction_uses_the_second_moment_on_non_centred_inputs() -> None:
+    """Inputs in [0, 1] (mean ≈0.49): with zero-mean weights Var[s¹] = n·Var[W]·E[x²], while Var[x]
+    is ≈3.5× smaller. A linear layer is exactly in the linear regime. Over weight draws the pooled
+    E[s²] of m units has relative sd √(2·tr(M²))/(tr(M)·√m), M = E[x xᵀ] on the monitor set; it is
+    computed here and the 5 % tolerance must be at least 3 of them (m = 8000 units)."""
+    spec = validate_spec({"device": "cpu", "data": {"input_range": [0.0, 1.0], "test_examples": 100},
+                          "model": {"hidden": [8000], "activation": "linear", "init": "standard"},
+                          "diagnostics": {"jacobian": {"mode": "off"}}})
+    row = run_experiment(spec)["snapshots"][0]["layers"][0]["theory"]
+    x, _ = open_dataset("shapeset3x2", input_range=(0.0, 1.0)).fixed_set("monitor")
+    m = x.double().T @ x.double() / x.shape[0]
+    rel_sd = float((2 * (m * m).sum()).sqrt() / m.trace()) / math.sqrt(8000)
+    assert 3 * rel_sd <= 0.05
+    assert row["applies"] is True
+    assert row["predicted_activation_var"] == pytest.approx(row["measured_activation_var"], rel=0.05)
+    assert float(x.double().var()) < 0.4 * float(x.double().square().mean())  # the old basis was far off

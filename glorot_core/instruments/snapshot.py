@@ -38,7 +38,8 @@ class Monitor:
     def __post_init__(self) -> None:
         self.activation_bins = self.activation.histogram_bins(self.bins)
         self.gradient_bins = OctaveBins()
-        self.input_var = self.x.to(torch.float64).var()  # the monitor set is fixed: once, not per snapshot
+        # E[x²], eq. 5's starting point (not Var[x]: inputs need not be centred); once, the set is fixed
+        self.input_var = self.x.to(torch.float64).square().mean()
 
 
 def measure(model: MLP, mon: Monitor) -> dict[str, object]:

@@ -4,10 +4,16 @@ Row-vector convention of the paper, in glorot's indexing (models.py): s_i = z_{i
 z_i = f(s_i), z_0 = x, layers i = 1..L hidden and L+1 the softmax output. With f'(s) ≈ 1 and
 independent weights:
 
-* eq. (5): Var[z_i] = Var[x] · ∏_{k ≤ i} n_{k-1} Var[W_k]          ("forward gain" n_in·Var[W])
+* eq. (5): Var[z_i] = E[x²] · ∏_{k ≤ i} n_{k-1} Var[W_k]          ("forward gain" n_in·Var[W])
 * eq. (6): Var[∂C/∂s_i] = Var[∂C/∂s_{L+1}] · ∏_{k > i} n_k Var[W_k]  ("backward gain" n_out·Var[W])
 * eq. (7)/(14): Var[∂C/∂W_i] ∝ Var[z_{i-1}] · Var[∂C/∂s_i], the same for every layer when all
   gains are equal, although back-propagated gradients may vanish or explode.
+
+Eq. (5) starts from the input's second moment E[x²], not Var[x]: with zero-mean weights and zero
+biases, Var[s_1] = E[(Σ_k x_k W_k)²] = n_0 · Var[W] · E[x²], whatever the mean of x. The paper writes
+Var[x], equal only for centred inputs; on inputs in [0, 1] (mean ≈0.5) Var[x] understates every
+predicted activation variance several-fold. Hidden layers' outputs are centred at init (symmetric
+weights, odd f), so from layer 2 on E[z²] = Var[z] and the recursion is the paper's.
 
 The eq. 5–6 predictions assume f'(0) = 1 and an odd f (tanh, softsign, linear); for the others the
 report says ``applies: false``. The mean-field χ_i = n_{i-1} Var[W_i] · E[f'(s_i)²] (Pennington et al.,
@@ -56,7 +62,7 @@ def layer_mean_field(s: Tensor, activation: Activation, weight: Tensor) -> dict[
 
 def theory_table(
     activation: Activation,
-    input_var: float,
+    input_mean_sq: float,
     output_grad_var: float,
     measured: list[dict[str, Any]],
     mean_field: list[dict[str, Any]],
@@ -66,7 +72,8 @@ def theory_table(
 
     ``measured[i]`` has ``activation_var``, ``backprop_var``, ``weight_grad_var`` of hidden layer i+1;
     ``mean_field[i]`` is ``layer_mean_field`` of layer i+1 on the host; ``output_backward_gain`` is
-    n_out·Var[W_{L+1}] of the output layer's weights.
+    n_out·Var[W_{L+1}] of the output layer's weights; ``input_mean_sq`` is E[x²] over the monitor inputs
+    (eq. 5's starting point, see the module docstring).
     """
     L = len(measured)
     applies = theory_applies(activation)
@@ -78,7 +85,7 @@ def theory_table(
     for i in reversed(range(L)):
         acc *= bwd[i]
         back_pred[i] = acc
-    act_preds = [input_var]
+    act_preds = [input_mean_sq]
     for i in range(L):
         act_preds.append(act_preds[-1] * fwd[i])
     # eq. (7): Var[∂C/∂W_i] = Var[z_{i-1}] · Var[∂C/∂s_i] per example; the ratio to layer 1 is 1 (eq. 14)
