@@ -12,22 +12,25 @@ Every setting below answers a known failure of Celery with long jobs (see docs/d
   conditional claim in ``worker.execute`` makes the second delivery a no-op.
 * ``task_reject_on_worker_lost``: a pool process killed mid-job puts its message back. It is not
   reliable on Redis (celery#3541), so the heartbeat reaper is the real guarantee.
-* ``task_soft_time_limit`` / ``task_time_limit`` from the settings: the soft limit raises inside the job
-  (it fails with a reason); the hard limit kills the pool process (``JobTask.on_failure`` then fails
+* ``task_soft_time_limit`` / ``task_time_limit`` from the settings: the job's own process stops itself at
+  the soft limit (its watcher, the same ``job_soft_time_limit_s``; it fails with a reason); the hard
+  limit kills the pool process, and the job's process dies with it (``JobTask.on_failure`` then fails
   the row). Both only work in the prefork pool: ``worker.pool.PromptTaskPool`` is the prefork pool,
-  checking every 50 ms (not 5 s) for the process that ended its one job, so the next starts at once.
+  checking every 50 ms (not 5 s) for a pool process to replace, so a killed one is back at once.
 * ``broker_transport_options.visibility_timeout`` above the hard limit: Redis re-delivers an unacked
   message after it, so a shorter one would start a running job again and again (celery#5935).
-* ``worker_concurrency=1`` and ``worker_max_tasks_per_child=1``: one job per GPU, each in a freshly
-  forked process. The parent never touches CUDA (checked at start), so every child can initialise it
-  (pytorch#40403, #68861). Pin one worker to each GPU with ``CUDA_VISIBLE_DEVICES``.
+* ``worker_concurrency=1``: one job per GPU. Each job runs in a process of its own, forked by the
+  long-lived pool process from what the worker's parent preloaded (``worker.tasks.run_job``), so no
+  job pays for importing torch or for Celery replacing its pool process (``worker_max_tasks_per_child``
+  stays unset). Neither the parent nor the pool process touches CUDA (checked at start and before each
+  fork), so every job's process can initialise it (pytorch#40403, #68861). Pin one worker to each GPU
+  with ``CUDA_VISIBLE_DEVICES``.
 * ``worker_cancel_long_running_tasks_on_connection_loss=False``: a broker hiccup must not kill a job
   that is writing to the database; Redis without persistence would not redeliver it anyway.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import subprocess
@@ -37,6 +40,7 @@ from typing import Any
 from celery import Celery, bootsteps, signals
 
 from jobs.settings import Settings, get_settings
+from worker.forkserver import preload_job_modules
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +88,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_disable_prefetch": True,
         "worker_pool": "worker.pool:PromptTaskPool",  # prefork, replacing job processes promptly
         "worker_concurrency": 1,
-        "worker_max_tasks_per_child": 1,
+        "worker_max_tasks_per_child": None,  # the pool process forks each job; it is not the job's process
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_send_task_events": False,
         "worker_hijack_root_logger": False,
@@ -125,9 +129,9 @@ def stop_maintenance_process(proc: subprocess.Popen[bytes], timeout: float = 10.
 class MaintenanceStep(bootsteps.StartStopStep):
     """Runs the sweeper and the reaper beside the worker, in a *spawned* process.
 
-    Not a thread in the worker's parent process: the prefork pool forks a new child after every job
-    (``max_tasks_per_child=1``), and a fork taken while a thread holds a lock (a connection pool, a
-    socket) can deadlock the child. Not Celery beat either: beat would put the sweep behind hour-long
+    Not a thread in the worker's parent process: the prefork pool forks its pool processes from there
+    (and each pool process forks every job), and a fork taken while a thread holds a lock (a connection
+    pool, a socket) can deadlock the child. Not Celery beat either: beat would put the sweep behind hour-long
     GPU jobs in the same queue. A spawned process shares nothing with the forking parent; it exits when
     the worker does (and on its own when the worker dies). Every worker runs one: the reaper's updates
     are conditional and the sweeper advances each job's ``dispatched_at`` by a compare-and-set in the
@@ -153,23 +157,12 @@ class MaintenanceStep(bootsteps.StartStopStep):
             self.proc = None
 
 
-#: Imported once in the worker's parent so each forked job process starts with them loaded (torch
-#: included: importing it does not initialise CUDA). Saves ~0.5 s of imports per job.
-PRELOAD_MODULES = ("worker.execute", "glorot_core.runner", "glorot_core.report")
-
-
 @signals.worker_init.connect
 def _preload_and_check_cuda(**_: Any) -> None:
-    """Preload the job modules, then refuse to start if the parent process has initialised CUDA:
-    forked children could not use the GPU (they would fail at the first CUDA call, pytorch#40403)."""
-    for name in PRELOAD_MODULES:
-        try:
-            importlib.import_module(name)
-        except ImportError:  # a partial checkout: the job process reports the error on its row
-            log.exception("could not preload %s", name)
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_initialized():
-        raise RuntimeError("CUDA was initialised in the worker's parent process; jobs could not use it after fork")
+    """Import the job modules (``worker.forkserver.JOB_MODULES``, torch included) once in the worker's
+    parent, so that its pool processes and the job processes they fork start with them loaded; then
+    refuse to start if CUDA was initialised: forked children could not use the GPU (pytorch#40403)."""
+    preload_job_modules()
 
 
 app = make_app()

@@ -33,7 +33,6 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         f"--hostname={name}@{socket.gethostname()}",
         f"--concurrency={args.concurrency}",
         f"--loglevel={args.loglevel}",
-        "--max-tasks-per-child=1",
         "--prefetch-multiplier=1",
         "--without-gossip",  # no worker-to-worker chatter: nothing here uses it
         "--without-mingle",  # start consuming at once instead of syncing revokes with peers

@@ -6,11 +6,15 @@ the same code (``worker.execute.run_claimed``). It also runs the heartbeat reape
 
 Isolation (``GLOROT_LOCAL_RUNNER_ISOLATION``):
 
-* ``process`` (default): each job runs in a **spawned** child process (never forked: no CUDA or lock
-  state inherited from the server, PITFALLS). A job that crashes, leaks, or segfaults cannot take the
-  API down; the supervisor sees the child exit and fails the job with the exit code (fenced: a child
-  that already wrote its terminal state is left alone). The hard time limit and a cancel that the job
-  ignores for ``cancel_grace_s`` are enforced by killing the child.
+* ``process`` (default): each job runs in a process of its own, forked by the runner's **fork server**
+  (``worker.forkserver``): a process spawned once, which imported torch and glorot_core (never CUDA)
+  so that a job's process starts in milliseconds instead of importing them again. The API process
+  itself forks nothing and stays torch-free. A job that crashes, leaks, or segfaults cannot take the
+  API down; the supervisor hears of the child's exit at once and fails the job with the exit status
+  (fenced: a child that already wrote its terminal state is left alone). The hard time limit and a
+  cancel that the job ignores for ``cancel_grace_s`` are enforced by killing the child. If the fork
+  server itself dies, its jobs die with it and are re-queued (while attempts are left); the next job
+  starts a new fork server.
 * ``thread``: the job runs in a thread of the server (no spawn cost; for tests and debugging). A
   crash of the interpreter would take the API with it, and the hard limit cannot be enforced.
 
@@ -21,7 +25,6 @@ child has imported torch); the child writes heartbeats from then on.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import signal
 import threading
 import time
@@ -36,13 +39,14 @@ from jobs.db import session_factory
 from jobs.models import Job, utcnow
 from jobs.settings import Settings
 from worker.execute import default_worker_id, run_claimed
+from worker.forkserver import JOB_MODULES, ForkServer, ForkServerLost
 from worker.limits import apply_job_limits
 
 log = logging.getLogger("glorot.local_runner")
 
 
 def _child_main(settings: Settings, job_id: str, attempt: int) -> None:
-    """Entry point of a spawned job process."""
+    """Entry point of a job process (forked by the fork server, with the job modules loaded)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [job %(process)d] %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on `glorot serve` is the supervisor's to handle
     apply_job_limits(settings)
@@ -54,7 +58,7 @@ class _Slot:
     job_id: str
     attempt: int
     started: float
-    proc: Any = None  # multiprocessing.Process (process isolation)
+    proc: Any = None  # worker.forkserver.JobProcess (process isolation)
     thread: threading.Thread | None = None
     killed_for: str | None = None
 
@@ -73,11 +77,14 @@ class LocalRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._slots: dict[str, _Slot] = {}
-        self._mp = multiprocessing.get_context("spawn")
+        # The fork server also loads this module: _child_main reaches it by name.
+        self._forkserver = ForkServer(on_exit=self.wake, modules=(*JOB_MODULES, __name__))
         self._last_reap = 0.0
 
     # ------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        if self.settings.local_runner_isolation == "process":
+            self._forkserver.start()  # imports torch in the background, ready by the first job
         self._thread = threading.Thread(target=self._loop, name="glorot-local-runner", daemon=True)
         self._thread.start()
         log.info("local runner started (%s isolation, %d slot(s))", self.settings.local_runner_isolation,
@@ -107,6 +114,7 @@ class LocalRunner:
                 slot.proc.join(5)
                 if lifecycle.requeue(self.factory, slot.job_id, slot.attempt, "the server stopped while the job ran"):
                     log.warning("job %s: re-queued (server stopping)", slot.job_id)
+        self._forkserver.stop()
 
     # ------------------------------------------------------------------------------ the loop
     def _loop(self) -> None:
@@ -143,9 +151,12 @@ class LocalRunner:
     def _launch(self, job_id: str, attempt: int) -> None:
         slot = _Slot(job_id, attempt, time.monotonic())
         if self.settings.local_runner_isolation == "process":
-            slot.proc = self._mp.Process(target=_child_main, args=(self.settings, job_id, attempt),
-                                         name=f"glorot-job-{job_id[:8]}", daemon=False)
-            slot.proc.start()
+            try:
+                slot.proc = self._forkserver.fork(_child_main, (self.settings, job_id, attempt))
+            except ForkServerLost as e:
+                log.error("job %s: could not start its process: %s", job_id, e)
+                lifecycle.fail(self.factory, job_id, attempt, f"could not start the job's process: {e}")
+                return
         else:
             slot.thread = threading.Thread(target=self._run_in_thread, args=(job_id, attempt),
                                            name=f"glorot-job-{job_id[:8]}", daemon=True)
@@ -200,7 +211,11 @@ class LocalRunner:
             return
         reason = slot.killed_for
         if reason is None:
-            code = slot.proc.exitcode if slot.proc is not None else None
-            how = (f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}")
+            how = slot.proc.exit_reason if slot.proc is not None else "ended"
             reason = f"the job process {how} without finishing the job"
+            if slot.proc is not None and slot.proc.server_lost and slot.attempt < self.settings.max_attempts:
+                # Not the job's fault: run it again (the next claim is a new attempt).
+                if lifecycle.requeue(self.factory, slot.job_id, slot.attempt, reason):
+                    log.warning("job %s: re-queued (%s)", slot.job_id, reason)
+                return
         lifecycle.fail(self.factory, slot.job_id, slot.attempt, reason)

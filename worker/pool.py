@@ -1,13 +1,14 @@
-"""The prefork pool, replacing each job's process at once instead of within 5 seconds.
+"""The prefork pool, replacing a lost pool process at once instead of within 5 seconds.
 
-With ``worker_max_tasks_per_child=1`` every job runs in a fresh process forked from the worker's
-parent (so CUDA is first initialised in that child, never before a fork). Celery 5.7's asynchronous
-prefork pool does not always notice the child's exit from its sentinel, and otherwise replaces it
-only on its ``maintain_pool`` timer, every 5 s: measured here, 3 of 10 back-to-back trivial tasks
-waited 2.5–6.4 s for a process. Running that cheap check every 50 ms makes a replacement process
-ready about as soon as the previous job ends (all 10 within 25 ms), so an idle worker picks up the
-next job at once (benchmarks/bench_queue_latency.py). Everything else is the stock prefork pool, so
-time limits, ``max_tasks_per_child`` and ``terminate`` behave as documented.
+A pool process lives for many jobs and forks each job's own process (``worker.tasks.run_job``); it is
+replaced only when it dies, which is what Celery's hard time limit does to it (killing the job's
+process with it). Celery 5.7's asynchronous prefork pool does not always notice a pool process's exit
+from its sentinel, and otherwise replaces it only on its ``maintain_pool`` timer, every 5 s: measured
+here (when every job still ran in a pool process replaced after it), 3 of 10 back-to-back trivial
+tasks waited 2.5–6.4 s for a process. Running that cheap check every 50 ms makes a replacement ready
+about as soon as the previous one is gone (all 10 within 25 ms), so the next job does not wait on the
+timer (benchmarks/bench_queue_latency.py). Everything else is the stock prefork pool, so time limits
+and ``terminate`` behave as documented.
 """
 
 from __future__ import annotations

@@ -4,16 +4,26 @@ The message carries only the job id. Everything else (spec, attempt, state, canc
 the job row, and the claim there decides whether this delivery runs the job: a second delivery of the
 same message (late acks, a sweeper re-dispatch, a Redis visibility-timeout redelivery) finds the job no
 longer QUEUED and returns without doing anything.
+
+Each delivery runs in a Celery pool process that lives for many jobs; the job itself runs in a process
+of its own that the task forks from there (``worker.forkserver.fork_job``): the pool process inherited
+torch and glorot_core from the worker's parent (preloaded, CUDA untouched), so the job's process starts
+in milliseconds, applies the job's memory cap to itself alone, initialises CUDA (if it uses the GPU)
+after the fork, and dies with the pool process when Celery's hard time limit kills that.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import socket
 from typing import Any
 
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import sessionmaker
 
 from jobs import lifecycle
@@ -21,6 +31,7 @@ from jobs.db import create_db_engine
 from jobs.settings import get_settings
 from worker.celery_app import app
 from worker.execute import execute_job
+from worker.forkserver import check_cuda_untouched, describe_exit, fork_job
 from worker.limits import apply_job_limits
 
 log = logging.getLogger(__name__)
@@ -32,26 +43,17 @@ class JobTask(Task):
     """Fails the job row when the worker parent sees the job's process die under it.
 
     ``on_failure`` runs in the worker's parent process for a hard time limit (the pool process was
-    killed, so ``worker.execute`` never got to write anything). Other failures were already recorded by
-    ``worker.execute`` inside the job's process; a lost process without a time limit (OOM kill, SIGKILL)
-    is left to the reaper, which may re-run it.
+    killed, and the job's process with it, so ``worker.execute`` never got to write anything). Other
+    failures were already recorded by ``worker.execute`` inside the job's process, or by ``run_job``
+    when the job's process died; a lost pool process without a time limit (OOM kill, SIGKILL) is left
+    to the reaper, which may re-run it.
     """
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         if isinstance(exc, TimeLimitExceeded) and args:
-            job_id = str(args[0])
-            settings = get_settings()
-            reason = f"hard time limit of {settings.job_hard_time_limit_s:g} s exceeded: the job's process was killed"
-            # This is the worker's parent, which forks every job's process: use a private engine and
-            # close it, so no pooled connection is inherited by the next child.
-            engine = create_db_engine(settings.resolved_database_url)
-            try:
-                factory = sessionmaker(bind=engine, expire_on_commit=False)
-                lifecycle.fail_running(factory, job_id, reason, worker_id=delivery_worker_id(task_id))
-            except Exception:  # the reaper settles it later
-                log.exception("could not fail job %s after its hard time limit", job_id)
-            finally:
-                engine.dispose()
+            limit = get_settings().job_hard_time_limit_s
+            reason = f"hard time limit of {limit:g} s exceeded: the job's process was killed"
+            fail_if_held(str(args[0]), task_id, reason)
         elif isinstance(exc, WorkerLostError):
             log.warning("job %s: worker process lost (%s); the reaper will settle it", args[0] if args else "?", exc)
 
@@ -62,15 +64,54 @@ def delivery_worker_id(task_id: str) -> str:
     return f"{socket.gethostname()}:celery:{task_id}"
 
 
+def fail_if_held(job_id: str, task_id: str, reason: str) -> None:
+    """FAILED with ``reason`` if the delivery ``task_id`` still holds the RUNNING job (fenced).
+
+    Runs in a process that forks (the worker's parent, a pool process): a private engine, closed
+    at once, so no pooled connection is inherited by a later child."""
+    engine = create_db_engine(get_settings().resolved_database_url)
+    try:
+        factory = sessionmaker(bind=engine, expire_on_commit=False)
+        lifecycle.fail_running(factory, job_id, reason, worker_id=delivery_worker_id(task_id))
+    except Exception:  # the reaper settles it later
+        log.exception("could not fail job %s (%s)", job_id, reason)
+    finally:
+        engine.dispose()
+
+
+def _job_process(job_id: str, worker_id: str) -> None:
+    """The job's own process: cap its memory, then claim and run the job."""
+    apply_job_limits(get_settings())
+    execute_job(job_id, worker_id=worker_id)
+
+
+def _wait(pid: int) -> int:
+    """Wait for the job's process; returns its wait status.
+
+    Celery's soft time limit raises in this (the pool) process: the job's own watcher enforces the same
+    limit, so keep waiting. Anything else (the pool process being stopped) kills the job first."""
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except SoftTimeLimitExceeded:
+            log.warning("job process %d: soft time limit reached; the job stops itself", pid)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            raise
+
+
 @app.task(name=RUN_JOB, base=JobTask, bind=True, ignore_result=True)
 def run_job(self: Task, job_id: str) -> None:
-    """Claim and run job ``job_id`` (a no-op when another delivery already claimed it).
-
-    Each job runs in its own forked child (max_tasks_per_child=1), so the memory cap set here binds
-    this job alone.
-    """
-    apply_job_limits(get_settings())
-    execute_job(str(job_id), worker_id=delivery_worker_id(self.request.id))
+    """Claim and run job ``job_id`` in a process of its own (a no-op when another delivery already
+    claimed it). A job process that dies without finishing (a signal, a crash) FAILS the job with
+    how it ended, if this delivery still holds it."""
+    check_cuda_untouched()  # this process forks every job: CUDA belongs in the job's process only
+    pid = fork_job(_job_process, (str(job_id), delivery_worker_id(self.request.id)))
+    status = _wait(pid)
+    if status != 0:
+        fail_if_held(str(job_id), self.request.id, f"the job process {describe_exit(status)} without finishing the job")
 
 
 def enqueue_job(job_id: str) -> None:

@@ -80,7 +80,8 @@ def test_the_compose_settings_validate_and_give_a_safe_celery_config(compose: di
     assert conf["task_soft_time_limit"] < conf["task_time_limit"]
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
     assert conf["worker_prefetch_multiplier"] == 1 and conf["worker_concurrency"] == 1
-    assert conf["worker_max_tasks_per_child"] == 1 and conf["worker_pool"] == "worker.pool:PromptTaskPool"
+    # each job runs in its own process forked by the long-lived pool process (worker.tasks.run_job)
+    assert conf["worker_max_tasks_per_child"] is None and conf["worker_pool"] == "worker.pool:PromptTaskPool"
     assert conf["result_backend"] is None and conf["task_ignore_result"]
 
 
