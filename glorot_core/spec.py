@@ -7,10 +7,11 @@ depend on the installation (the parameter-count cap) come from the validation co
 Choices the paper leaves open (GLOROT2010.md, "not stated") are parameters here, with the defaults
 documented on each field.
 
-Numbers are strict: ``"200"``, ``true`` or ``200.0`` where an integer belongs are refused, not coerced
-(a JSON integer is still a valid float). Every number is bounded by what it meets downstream: seeds by
-``torch.Generator.manual_seed`` (an unsigned 64-bit word), sizes by what a job can allocate, floats are
-finite — so a spec that validates never fails later on an overflow.
+Numbers are strict: ``"200"`` or ``true`` where a number belongs are refused, not coerced. As in JSON
+Schema, ``200.0`` is an integer (``200.5`` is not) and a JSON integer is a valid float. Every number
+is bounded by what it meets downstream: seeds by ``torch.Generator.manual_seed`` (an unsigned 64-bit
+word), sizes by what a job can allocate, floats are finite — so a spec that validates never fails
+later on an overflow.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     Strict,
@@ -44,14 +46,24 @@ MAX_SNAPSHOTS = 2_000
 """A snapshot of the paper's 5×1000 network is ≈50 KB of JSON; 2,000 keep a report near 100 MB. The
 paper's own curves need far fewer (5·10⁶ updates at one snapshot per 20,000-update epoch: 251)."""
 
-Int = Annotated[int, Strict()]
-"""An integer, strictly: no strings, booleans or floats (``200.0``) coerced into it."""
+def _not_text_or_bool(value: Any) -> Any:
+    """Refuse what lax mode would coerce into a number (``"200"``, ``true``); JSON Schema's integers
+    (``200`` and ``200.0``) go on to pydantic's int validation, which refuses ``200.5``."""
+    if isinstance(value, str | bytes | bool):
+        raise PydanticCustomError("int_type", "Input should be a valid integer, not {kind}",
+                                  {"kind": "a boolean" if isinstance(value, bool) else "a string"})
+    return value
+
+
+NotTextOrBool = BeforeValidator(_not_text_or_bool)
+"""Last in an integer's ``Annotated[int, Field(ge=…, le=…), NotTextOrBool]``: placed after the bounds it
+leaves them native integer constraints (exact comparisons, ``minimum``/``maximum`` in the JSON schema)."""
 Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 """A finite float; JSON integers are accepted (strict mode still takes an int for a float), strings and
 booleans are not."""
 Bool = Annotated[bool, Strict()]
-Seed = Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)]
-Width = Annotated[int, Strict(), Field(ge=1, le=MAX_WIDTH)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED), NotTextOrBool]
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH), NotTextOrBool]
 InitName = Literal["standard", "normalized", "he", "orthogonal", "lsuv"]
 DatasetName = Literal["shapeset3x2", "mnist", "cifar10", "idx", "npz"]
 """idx / npz: the user's own files; their input_dim and num_classes are read from the files and checked
@@ -69,8 +81,9 @@ class ModelSpec(_Strict):
     source: Literal["mlp"] = "mlp"
     input_dim: Width = 1024
     hidden: list[Width] = Field(default_factory=lambda: [1000] * 5, min_length=1, max_length=64)
-    num_classes: Annotated[Int, Field(ge=2, le=MAX_WIDTH)] = 9
-    activation: str = Field("tanh", description=f"one of {', '.join(ACTIVATION_NAMES)}")
+    num_classes: Annotated[int, Field(ge=2, le=MAX_WIDTH), NotTextOrBool] = 9
+    activation: str = Field("tanh", description=f"one of {', '.join(ACTIVATION_NAMES)}",
+                            json_schema_extra={"enum": list(ACTIVATION_NAMES)})
     init: InitName = Field("standard", description="standard (eq. 1), normalized (eq. 16), he, orthogonal, lsuv")
     init_gain: Float | None = Field(
         None, gt=0, le=100, description="orthogonal/lsuv gain; default 1 (orthogonal) — ignored by the others"
@@ -107,7 +120,7 @@ class DataSpec(_Strict):
     root: str | None = Field(None, description="folder with MNIST IDX or CIFAR-10 binary files; for idx, a folder "
                              "of MNIST-named IDX files of any image size; for npz, an .npz file of arrays x, y "
                              "(and optionally x_test, y_test) or a folder holding exactly one")
-    test_examples: Annotated[Int, Field(ge=1, le=100_000)] = Field(
+    test_examples: Annotated[int, Field(ge=1, le=100_000), NotTextOrBool] = Field(
         2000, description="size of the fixed test set used for test_error (not stated in the paper)"
     )
 
@@ -115,15 +128,15 @@ class DataSpec(_Strict):
     @classmethod
     def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
         if not v[0] < v[1]:
-            raise ValueError("input_range must be (low, high) with low < high")
+            raise PydanticCustomError("range_order", "input_range must be (low, high) with low < high")
         return v
 
 
 class TrainSpec(_Strict):
     """Plain SGD on mini-batches (paper §2.3: batch 10, no momentum). ``steps = 0``: diagnose at init."""
 
-    steps: Annotated[Int, Field(ge=0, le=MAX_STEPS)] = 0
-    batch_size: Annotated[Int, Field(ge=1, le=65_536)] = 10
+    steps: Annotated[int, Field(ge=0, le=MAX_STEPS), NotTextOrBool] = 0
+    batch_size: Annotated[int, Field(ge=1, le=65_536), NotTextOrBool] = 10
     optimizer: Literal["sgd"] = "sgd"
     lr: Float = Field(0.01, gt=0, le=1e3)
     momentum: Float = Field(0.0, ge=0, lt=1)
@@ -137,9 +150,9 @@ class JacobianSpec(_Strict):
     """Per-layer Jacobians J^i = ∂z^{i+1}/∂z^i = diag(f'(s)) Wᵀ and the end-to-end one (input → last hidden)."""
 
     mode: Literal["exact", "estimate", "off"] = "exact"
-    examples: Annotated[Int, Field(ge=1, le=4096)] = 16
+    examples: Annotated[int, Field(ge=1, le=4096), NotTextOrBool] = 16
     end_to_end: Bool = True
-    estimate_iterations: Annotated[Int, Field(ge=2, le=512)] = Field(
+    estimate_iterations: Annotated[int, Field(ge=2, le=512), NotTextOrBool] = Field(
         32, description="Lanczos steps per example in estimate mode"
     )
     precision: Literal["float32", "float64"] = Field(
@@ -153,9 +166,10 @@ class JacobianSpec(_Strict):
 class DiagnosticsSpec(_Strict):
     """What is measured, how often, on how many fixed monitor examples (paper: 300 test examples)."""
 
-    every: Annotated[Int, Field(ge=1, le=MAX_STEPS)] = Field(1000, description="a snapshot every this many steps")
-    monitor_examples: Annotated[Int, Field(ge=1, le=100_000)] = 300
-    histogram_bins: Annotated[Int, Field(ge=4, le=1000)] = Field(
+    every: Annotated[int, Field(ge=1, le=MAX_STEPS), NotTextOrBool] = Field(
+        1000, description="a snapshot every this many steps")
+    monitor_examples: Annotated[int, Field(ge=1, le=100_000), NotTextOrBool] = 300
+    histogram_bins: Annotated[int, Field(ge=4, le=1000), NotTextOrBool] = Field(
         200, description="bins of each fixed-edge histogram (tanh: width 0.01 over [-1, 1], resolving Fig 6's "
         "narrowest peak, layer 5 under the standard init, within 3 %; 50 bins gave 31 % too low)",
     )
@@ -179,8 +193,8 @@ class ExperimentSpec(_Strict):
     @field_validator("schema_version", mode="before")
     @classmethod
     def _integer_version(cls, v: Any) -> Any:
-        """A Literal cannot be strict: refuse ``true`` and ``1.0`` here (they compare equal to 1)."""
-        if type(v) is not int:
+        """A Literal cannot be strict: refuse ``true`` here (it compares equal to 1)."""
+        if isinstance(v, str | bool):
             raise ValueError("schema_version must be the integer 1")
         return v
 

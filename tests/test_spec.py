@@ -81,7 +81,7 @@ def test_snapshot_count_is_capped_with_a_hint() -> None:
 @pytest.mark.parametrize(("data", "loc"), [
     ({"train": {"steps": "200"}}, ("train", "steps")),
     ({"train": {"steps": True}}, ("train", "steps")),
-    ({"train": {"steps": 200.0}}, ("train", "steps")),
+    ({"train": {"steps": 200.5}}, ("train", "steps")),
     ({"train": {"lr": "0.1"}}, ("train", "lr")),
     ({"train": {"lr": True}}, ("train", "lr")),
     ({"model": {"hidden": [16, "16"]}}, ("model", "hidden", 1)),
@@ -93,9 +93,12 @@ def test_numbers_are_strict_not_coerced(data: dict, loc: tuple) -> None:
     assert loc in _locs(data)
 
 
-def test_json_integers_are_valid_floats() -> None:
-    spec = validate_spec({"train": {"lr": 1, "momentum": 0}, "data": {"input_range": [0, 1]}})
+def test_numbers_follow_json_schema() -> None:
+    """A JSON integer is a valid float, and a float with no fraction is a valid integer (as in JSON Schema,
+    which the OpenAPI description states and clients generate from)."""
+    spec = validate_spec({"train": {"lr": 1, "momentum": 0, "steps": 200.0}, "data": {"input_range": [0, 1]}})
     assert spec.train.lr == 1.0 and isinstance(spec.train.lr, float)
+    assert spec.train.steps == 200 and isinstance(spec.train.steps, int)
     assert spec.data.input_range == (0.0, 1.0)
 
 
