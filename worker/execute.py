@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
 import socket
 import threading
-import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,10 +116,10 @@ def run_claimed(factory: sessionmaker[Session], job_id: str, attempt: int, setti
         return _stopped(factory, job_id, attempt, watcher, settings)
     except GlorotError as e:  # DataUnavailable, SpecNotRunnable: a clean, user-facing reason
         return _fail(factory, job_id, attempt, f"{type(e).__name__}: {e}")
-    except Exception as e:  # a bug or a resource problem: keep the traceback's tail for the operator
-        log.exception("job %s attempt %d failed", job_id, attempt)
-        tb = "".join(traceback.format_exception(e, limit=-3))
-        return _fail(factory, job_id, attempt, f"{type(e).__name__}: {e}\n{tb}")
+    except Exception as e:  # a bug or a resource problem: the traceback is for the operator's log only
+        cid = secrets.token_hex(8)
+        log.error("job %s attempt %d failed [correlation id %s]", job_id, attempt, cid, exc_info=e)
+        return _fail(factory, job_id, attempt, _tenant_error(e, cid))
     if watcher.lost.is_set() or not lifecycle.finish(factory, job_id, attempt, report, metric_rows(report)):
         log.warning("job %s: attempt %d finished but no longer holds the job; results dropped", job_id, attempt)
         return ExecutionResult(job_id, claimed=True, state=None, attempt=attempt, fenced_out=True)
@@ -135,6 +136,18 @@ def _stopped(factory: sessionmaker[Session], job_id: str, attempt: int, watcher:
         ok = lifecycle.stop_cancelled(factory, job_id, attempt)
         return _result(job_id, attempt, JobState.CANCELLED, ok, None)
     return _fail(factory, job_id, attempt, f"soft time limit of {settings.job_soft_time_limit_s:g} s exceeded")
+
+
+_PATH = re.compile(r"(?:[A-Za-z]:)?[\\/][^\s'\"]*[\\/][^\s'\"]*")
+
+
+def _tenant_error(e: Exception, correlation_id: str) -> str:
+    """What a tenant reads of an unexpected failure: its kind and first line (file paths blanked, e.g. an
+    allocator's "can't allocate memory" stays), no traceback, and the id under which the log has it."""
+    lines = str(e).strip().splitlines()
+    first = _PATH.sub("<path>", lines[0])[:300] if lines else ""
+    return (f"internal error: {type(e).__name__}{': ' + first if first else ''} (correlation id {correlation_id}; "
+            "the operator's log has the details)")
 
 
 def _fail(factory: sessionmaker[Session], job_id: str, attempt: int, error: str) -> ExecutionResult:

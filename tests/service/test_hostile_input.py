@@ -226,3 +226,28 @@ def test_a_500_is_a_problem_with_a_correlation_id_and_keeps_the_connection(
     logged = [rec for rec in caplog.records if cid in rec.getMessage()]
     assert logged and logged[0].exc_info is not None  # the operator's log has the traceback, under that id
     assert not [rec for rec in caplog.records if "Exception in ASGI application" in rec.getMessage()]
+
+
+# ----------------------------------------------------------------------- a job's unexpected failure
+
+
+def test_a_failed_job_shows_the_tenant_no_traceback_but_a_correlation_id(
+        idle_client: TestClient, key: str, settings: Settings, factory: Any,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import glorot_core.runner
+    from worker.execute import execute_job
+
+    def broken(spec: Any, **kw: Any) -> dict[str, Any]:
+        raise RuntimeError("failed to open /srv/glorot/secret/weights.bin")
+
+    monkeypatch.setattr(glorot_core.runner, "run_experiment", broken)
+    caplog.set_level(logging.INFO)
+    job_id = idle_client.post("/v1/experiments", json=TINY_SPEC, headers=auth(key)).json()["id"]
+    execute_job(job_id, settings=settings, factory=factory, worker_id="w")
+    job = idle_client.get(f"/v1/jobs/{job_id}", headers=auth(key)).json()
+    error = job["error"]
+    assert job["state"] == "FAILED" and "RuntimeError" in error and "correlation id" in error
+    assert "Traceback" not in error and "/srv/glorot" not in error and ".py" not in error and "\n" not in error
+    cid = error.split("correlation id ")[1].split(";")[0]
+    logged = [rec for rec in caplog.records if cid in rec.getMessage()]
+    assert logged and logged[0].exc_info is not None and "/srv/glorot/secret" in str(logged[0].exc_info[1])
