@@ -107,7 +107,8 @@ def fork_job(target: Callable[..., object], args: tuple[Any, ...] = (), *, close
     The child closes ``close`` (the parent's pipes and pidfds: file descriptors or objects with
     ``close()``), dies with its parent, restores default signal handling (a Celery pool process and a
     fork server install their own) but ignores SIGINT (Ctrl-C in a terminal is the supervisor's to
-    handle), and exits with 0 when ``target`` returns, 1 when it raises (traceback on stderr). It never
+    handle), and exits with 0 when ``target`` returns, 1 when it raises (traceback on stderr; ``sys.exit(n)``
+    exits with ``n``). It never
     returns into the parent's code, so nothing of the parent's (atexit hooks, pools) runs twice.
     """
     parent = os.getpid()
@@ -128,7 +129,9 @@ def fork_job(target: Callable[..., object], args: tuple[Any, ...] = (), *, close
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         target(*args)
         code = 0
-    except BaseException:  # the child reports everything (SystemExit included), then exits
+    except SystemExit as e:  # sys.exit(n) in the job: exit with n (None → 0, anything else → 1)
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # the child reports everything else, then exits
         with contextlib.suppress(Exception):
             traceback.print_exc()
     finally:
@@ -150,7 +153,7 @@ def _serve(conn: Connection, modules: tuple[str, ...]) -> None:
     closes (the runner stopped or died), killing the children it still has.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on `glorot serve` is the runner's to handle
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [forkserver %(process)d] %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [pid %(process)d] %(name)s: %(message)s")
     preload_job_modules(modules)
     conn.send(("ready", os.getpid()))
     children: dict[int, tuple[str, int | None]] = {}  # pid -> (token, pidfd)

@@ -25,7 +25,6 @@ child has imported torch); the child writes heartbeats from then on.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -47,8 +46,6 @@ log = logging.getLogger("glorot.local_runner")
 
 def _child_main(settings: Settings, job_id: str, attempt: int) -> None:
     """Entry point of a job process (forked by the fork server, with the job modules loaded)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [job %(process)d] %(message)s")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on `glorot serve` is the supervisor's to handle
     apply_job_limits(settings)
     run_claimed(session_factory(settings.resolved_database_url), job_id, attempt, settings)
 

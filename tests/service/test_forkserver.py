@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery_support import TERMINAL as CELERY_TERMINAL
+from celery_support import Env, Worker, fresh_database, job_row, long_spec, make_tenant, services_or_fail, submit
+from celery_support import wait_state as celery_wait_state
 from service_support import LONG_SPEC, TINY_SPEC, make_settings, wait_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -205,3 +208,61 @@ def test_runner_kills_a_job_at_its_hard_limit_and_goes_on(
         assert runner.is_alive()
     finally:
         runner.stop()
+
+
+# ------------------------------------------------------------------------------------------- Celery
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        kids.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return kids
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
+
+
+@pytest.mark.integration
+def test_celery_job_process_killed_fails_the_job_and_its_pool_process_runs_the_next(tmp_path: Path) -> None:
+    """A real worker: the job runs in a process forked by the pool process. SIGKILL it (a crash, the OOM
+    killer): the pool process FAILS the job at once with how its process ended (no wait for the reaper),
+    stays, and runs the next job in a new job process."""
+    services_or_fail()
+    from jobs.db import session_factory
+
+    with fresh_database() as url:
+        env = Env(database_url=url, tmp=tmp_path)
+        with env.applied() as client:
+            factory = session_factory(url)
+            tenant = make_tenant(factory)
+            worker = Worker(env, "forks").start()
+            try:
+                assert worker.proc is not None
+                job_id = submit(factory, client, tenant, long_spec())
+                wait_for(lambda: job_row(factory, job_id), lambda j: (j.progress or {}).get("step", 0) > 0,
+                         timeout=120, poll=0.1)  # fmt: skip
+                main = worker.proc.pid
+                pools = [p for p in _children(main) if _cmdline(p) == _cmdline(main)]  # forked, not spawned
+                jobs = [c for p in pools for c in _children(p)]
+                assert len(pools) == 1 and len(jobs) == 1, (pools, jobs)
+                os.kill(jobs[0], signal.SIGKILL)
+                job = celery_wait_state(factory, job_id, CELERY_TERMINAL, 30, workers=(worker,))
+                assert job.state == "FAILED" and "killed by signal 9" in job.error, job.error
+
+                nxt = submit(factory, client, tenant)
+                assert celery_wait_state(factory, nxt, CELERY_TERMINAL, 120, workers=(worker,)).state == "SUCCEEDED"
+                assert pools[0] in _children(main)  # the same pool process: not replaced
+            finally:
+                worker.stop()
