@@ -46,7 +46,142 @@ def test_services_and_image(compose: dict[str, Any]) -> None:
     assert {"api", "worker", "postgres", "redis", "migrate"} <= set(services)
     for name in ("api", "worker", "migrate"):
         assert services[name]["build"]["context"] == "."
-        assert services[name]["image"] == "glorot:latest"  # one image, built once
+    # api and migrate share the CPU image; the worker has its own, with CUDA torch
+    assert services["api"]["image"] == services["migrate"]["image"] == "glorot:latest"
+    assert services["worker"]["image"] == "glorot-worker:latest"
+
+
+_VAR = re.compile(r"^\$\{(\w+):-([^}]+)\}$")
+
+
+def _default_arg(service: dict[str, Any], arg: str) -> str:
+    """A build argument's value as compose resolves it with an empty environment (``${VAR:-default}``)."""
+    value = str(service["build"]["args"][arg])
+    m = _VAR.match(value)
+    return m.group(2) if m else value
+
+
+def _is_cuda_torch_index(url: str) -> bool:
+    """PyTorch's CUDA folders (…/whl/cu128) or PyPI, whose Linux x86-64 torch wheels are CUDA builds
+    (torch 2.13.0 depends on the CUDA 13 runtime packages there)."""
+    return re.search(r"download\.pytorch\.org/whl/cu\d+/?$", url) is not None or \
+        url.rstrip("/") == "https://pypi.org/simple"
+
+
+def test_worker_image_gets_cuda_torch_and_the_api_cpu_torch_by_default(compose: dict[str, Any]) -> None:
+    """The worker reserves a GPU, so its default build must install a CUDA torch (and the Dockerfile
+    must fail a build that got a CPU one); the API and migrate services never run jobs: CPU torch."""
+    s = compose["services"]
+    worker_index = _default_arg(s["worker"], "TORCH_INDEX_URL")
+    assert _is_cuda_torch_index(worker_index), worker_index
+    assert str(s["worker"]["build"]["args"]["TORCH_REQUIRE_CUDA"]) == "1"
+    for name in ("api", "migrate"):
+        index = _default_arg(s[name], "TORCH_INDEX_URL")
+        assert index.rstrip("/").endswith("/whl/cpu"), (name, index)
+        assert not _is_cuda_torch_index(index)
+        assert str(s[name]["build"]["args"].get("TORCH_REQUIRE_CUDA", "0")) == "0"
+    versions = {str(s[n]["build"]["args"]["TORCH_VERSION"]) for n in ("api", "migrate", "worker")}
+    assert len(versions) == 1, "one torch version in both images"
+    dockerfile = DOCKERFILE.read_text()
+    assert re.search(r"^ARG TORCH_REQUIRE_CUDA=0$", dockerfile, re.M)
+    # the build-time check: a required CUDA build that is absent fails the RUN that installed torch
+    assert re.search(r"TORCH_REQUIRE_CUDA\}' == '1' and torch\.version\.cuda is None", dockerfile)
+
+
+def test_the_dockerfiles_cuda_check_fails_a_cpu_build() -> None:
+    """The Dockerfile's check, run here with this machine's CPU torch: it passes when CUDA is not
+    required and fails the build when it is."""
+    text = DOCKERFILE.read_text().replace("\\\n", "")
+    check = re.search(r'python -c "(import sys, torch;[^"]*)"', text)
+    assert check is not None
+    code = check.group(1)
+    import torch
+
+    for required, fails in (("0", False), ("1", torch.version.cuda is None)):
+        res = subprocess.run([sys.executable, "-c", code.replace("${TORCH_REQUIRE_CUDA}", required)],
+                             capture_output=True, text=True, timeout=120)
+        assert (res.returncode != 0) == fails, (required, res.stdout, res.stderr)
+
+
+# Flags each `docker compose` subcommand has (Compose v2), and the global ones before the subcommand.
+_GLOBAL_FLAGS = {"-f", "--file", "-p", "--project-name", "--profile", "--env-file", "--project-directory"}
+_FLAGS: dict[str, set[str]] = {
+    "up": {"-d", "--detach", "--build", "--no-build", "--wait", "--scale", "--force-recreate", "--no-deps",
+           "--remove-orphans", "--pull", "--no-start", "--quiet-pull", "--abort-on-container-exit",
+           "-V", "--renew-anon-volumes", "--no-recreate", "-t", "--timeout", "--wait-timeout"},
+    "build": {"--build-arg", "--no-cache", "--pull", "--progress", "-q", "--quiet", "--ssh", "--push",
+              "--with-dependencies", "-m", "--memory", "--builder", "--check"},
+    "run": {"--rm", "-e", "--env", "-d", "--detach", "--name", "--entrypoint", "--no-deps", "-T", "-u",
+            "--user", "-v", "--volume", "-w", "--workdir", "-p", "--publish", "--service-ports", "--build",
+            "-i", "--interactive", "-t", "--tty", "-l", "--label", "--pull", "--use-aliases", "--quiet-pull"},
+    "exec": {"-d", "--detach", "-e", "--env", "-T", "--no-TTY", "-u", "--user", "-w", "--workdir",
+             "--index", "--privileged"},
+    "down": {"-v", "--volumes", "--remove-orphans", "--rmi", "-t", "--timeout"},
+    "logs": {"-f", "--follow", "--tail", "-n", "-t", "--timestamps", "--no-color", "--since", "--until",
+             "--no-log-prefix", "--index"},
+    "ps": {"-a", "--all", "-q", "--quiet", "--format", "--services", "--status", "--filter"},
+    "stop": {"-t", "--timeout"},
+    "start": set(),
+    "restart": {"-t", "--timeout", "--no-deps"},
+    "pull": {"-q", "--quiet", "--ignore-pull-failures", "--include-deps", "--policy"},
+    "config": {"-q", "--quiet", "--services", "--volumes", "--format", "--images"},
+}
+# Subcommands whose first positional argument is a service, after which the words are the container's.
+_TAKES_A_COMMAND = {"run", "exec"}
+_TAKES_A_VALUE = {"--build-arg", "--progress", "--ssh", "-m", "--memory", "--builder", "--scale", "--pull",
+                  "-t", "--timeout", "--wait-timeout", "-e", "--env", "--name", "--entrypoint", "-u", "--user",
+                  "-v", "--volume", "-w", "--workdir", "-p", "--publish", "-l", "--label", "--index", "--rmi",
+                  "--tail", "-n", "--since", "--until", "--format", "--status", "--filter", "--policy"}
+
+
+def _documented_compose_commands() -> list[tuple[str, str]]:
+    """(file, command) for every ``docker compose …`` in README.md, docs/*.md and the comments of
+    docker-compose.yml and the Dockerfile: shell lines and inline code alike."""
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), COMPOSE, DOCKERFILE]
+    out = []
+    for path in files:
+        text = path.read_text().replace("\\\n", " ")
+        for m in re.finditer(r"docker compose\b[^`#;|&\n)]*", text):
+            out.append((path.name, m.group(0).strip()))
+    return out
+
+
+def test_documented_compose_commands_use_flags_that_exist(compose: dict[str, Any]) -> None:
+    """``docker compose up --build-arg …`` does not exist (only ``build`` has ``--build-arg``): every
+    compose command in the docs uses a real subcommand, flags that subcommand has, and real services."""
+    services = set(compose["services"])
+    checked = 0
+    for where, cmd in _documented_compose_commands():
+        words = shlex.split(cmd.replace("…", ""))[2:]
+        if not words:
+            continue  # the phrase "docker compose …" in prose, not a command
+        while words[0].startswith("-"):
+            flag = words.pop(0)
+            assert flag.split("=", 1)[0] in _GLOBAL_FLAGS, f"{where}: `{cmd}`: unknown global flag {flag}"
+            if "=" not in flag:
+                words.pop(0)  # every global flag takes a value
+        sub, args = words[0], words[1:]
+        assert sub in _FLAGS, f"{where}: `{cmd}`: subcommand {sub!r} not in the allow-list"
+        positional = []
+        skip = False
+        for word in args:
+            if skip:
+                skip = False
+                continue
+            if word.startswith("-"):
+                flag = word.split("=", 1)[0]
+                assert flag in _FLAGS[sub], f"{where}: `{cmd}`: docker compose {sub} has no {flag}"
+                skip = flag in _TAKES_A_VALUE and "=" not in word
+                continue
+            positional.append(word)
+            if sub in _TAKES_A_COMMAND:
+                break  # the service; the rest is the container's command
+        for name in positional:
+            assert name in services, f"{where}: `{cmd}`: no service {name!r}"
+        if sub in _TAKES_A_COMMAND:
+            assert positional, f"{where}: `{cmd}`: names no service"
+        checked += 1
+    assert checked >= 5
 
 
 def test_every_glorot_variable_is_a_settings_field(compose: dict[str, Any]) -> None:
