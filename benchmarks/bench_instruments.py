@@ -68,14 +68,14 @@ def instrumented(steps: int, xs: torch.Tensor, ys: torch.Tensor, mon_xy: tuple, 
         idx = torch.arange(k, k + n) % flat_x.shape[0]
         return flat_x[idx], flat_y[idx]
 
-    def snapshot(step: int, train_loss: torch.Tensor | None) -> dict:
+    def snapshot(step: int, train_loss: float | None) -> dict:
         t0 = time.perf_counter()
-        tree = {"m": measure(model, mon), "train_loss": train_loss}
+        tree = {"m": measure(model, mon, index=len(snap_times), final=step == steps), "train_loss": train_loss}
         if test is not None:
             tree["test_error"] = error_rate(model, *test)
         host = to_host(tree)
         entry = snapshot_entry(host["m"], step=step, examples_seen=step * 10, test_error=host.get("test_error"),
-                               train_loss=host["train_loss"], elapsed_s=0.0, activation=act)
+                               train_loss=host["train_loss"], elapsed_s=0.0)
         snap_times.append(time.perf_counter() - t0)
         return entry
 

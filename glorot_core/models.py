@@ -16,6 +16,7 @@ from torch import nn
 
 from glorot_core.activations import Activation, get_activation
 from glorot_core.inits import initialize
+from glorot_core.instruments.probe import ProbePoint, mlp_probe_points
 from glorot_core.spec import ModelSpec
 
 
@@ -42,6 +43,10 @@ class MLP(nn.Module):
     @property
     def hidden_layers(self) -> int:
         return len(self.linears) - 1
+
+    def probe_points(self) -> list[ProbePoint]:
+        """Where the instruments look: after each hidden layer's activation (s_i, z_i), i = 1..L."""
+        return mlp_probe_points(self.widths, self.activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.activation.fn

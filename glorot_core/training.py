@@ -1,10 +1,20 @@
 """The training loop: plain mini-batch SGD (paper §2.3: θ ← θ − ε·g, batch 10, no momentum), with a
 snapshot at step 0 and every ``diagnostics.every`` updates.
 
-The step itself is the same few PyTorch calls a plain loop makes; everything else is kept off it:
-batches come in chunks already on the device, losses are kept as device tensors and checked for
-divergence once per ``CHECK_EVERY`` steps (one host sync), and the clock is read once per step to
-rate-limit the progress callback and the cancellation check.
+Each step is the plain PyTorch step (forward, cost, zero_grad, backward, step) plus one addition on
+the device: the cost is added to the current window's sum. Everything else happens once per
+**window** of at most ``CHECK_EVERY`` steps (a window never crosses a snapshot or a chunk of batches):
+one host synchronisation reads the window's cost sum, which also serves as the divergence check
+(a non-finite cost makes the sum non-finite; a cost above ``DIVERGENCE_LOSS`` makes it exceed that,
+costs being ≥ 0), then the clock is read for the progress callback and the cancellation check.
+
+Divergence is recorded at the exact step: when a window's sum is suspect, the parameters (and
+momentum buffers) saved at the start of the current chunk are restored and the chunk's steps are
+replayed one by one, checking each cost, up to the first step whose cost is non-finite or above the
+threshold; training stops after that step's update. The replay recomputes the same operations on the
+same batches, so it reaches the same state; it costs time only in a run that diverges (or, rarely, in
+a window whose costs average above ``DIVERGENCE_LOSS / CHECK_EVERY``, which the replay then clears).
+Batches come in chunks already on the device, so a chunk's steps can be replayed without the stream.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ from glorot_core.progress import CancelCheck, Progress, ProgressCallback
 from glorot_core.spec import TrainSpec
 
 CHECK_EVERY = 50
-"""Steps between divergence checks (each one host synchronisation)."""
+"""Steps per window: one host synchronisation (cost sum, divergence, clock) per window."""
 CHUNK_STEPS = 200
 CHUNK_EXAMPLES = 65_536
 """Mini-batches fetched from the data stream and moved to the device at once (at most 200, and at
@@ -38,6 +48,8 @@ for 9 classes, so 1e4 means logits thousands apart, from which SGD does not come
 
 @dataclass
 class Divergence:
+    """The first step whose mini-batch cost was non-finite or above ``DIVERGENCE_LOSS``."""
+
     step: int
     reason: str
     loss: float
@@ -58,18 +70,41 @@ class _Throttle:
         self.progress, self.should_cancel = progress, should_cancel
         self.last = -math.inf
 
-    def due(self) -> bool:
-        return time.monotonic() - self.last >= CALLBACK_INTERVAL_S
-
-    def tick(self, p: Progress, force: bool = False) -> None:
+    def tick(self, step: int, total: int, phase: str, message: str, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self.last < CALLBACK_INTERVAL_S:
             return
         self.last = now
         if self.should_cancel is not None and self.should_cancel():
-            raise Cancelled(f"cancelled at step {p.step}")
+            raise Cancelled(f"cancelled at step {step}")
         if self.progress is not None:
-            self.progress(p)
+            self.progress(Progress(step / total if total else 1.0, step, total, phase, message))  # type: ignore[arg-type]
+
+
+class _Checkpoint:
+    """Copies of the parameters and momentum buffers, to replay a chunk's steps exactly."""
+
+    def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+        self.params = [p for p in model.parameters()]
+        self.opt = opt
+        self.saved = [torch.empty_like(p) for p in self.params]
+        self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
+
+    def save(self) -> None:
+        with torch.no_grad():
+            for i, p in enumerate(self.params):
+                self.saved[i].copy_(p)
+                buf = self.opt.state.get(p, {}).get("momentum_buffer")
+                self.buffers[i] = None if buf is None else buf.clone()
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for p, saved, buf in zip(self.params, self.saved, self.buffers, strict=True):
+                p.copy_(saved)
+                if buf is None:
+                    self.opt.state.pop(p, None)
+                else:
+                    self.opt.state[p]["momentum_buffer"] = buf.clone()
 
 
 def first_nonfinite_layer(model: MLP) -> int | None:
@@ -80,6 +115,10 @@ def first_nonfinite_layer(model: MLP) -> int | None:
     return next((i + 1 for i, bad in enumerate(flags) if bad), None)
 
 
+def _bad(value: float) -> bool:
+    return not math.isfinite(value) or value > DIVERGENCE_LOSS
+
+
 def train(
     model: MLP,
     next_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
@@ -87,67 +126,72 @@ def train(
     loss_fn: Loss,
     *,
     every: int,
-    snapshot: Callable[[int, torch.Tensor | None], Any],
+    snapshot: Callable[[int, float | None], Any],
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``spec.steps`` updates; ``snapshot(step, train_loss)`` at 0 and every ``every``.
 
-    ``train_loss`` is the mean mini-batch cost since the previous snapshot as a 0-d device tensor (None
-    at step 0), so the snapshot moves it to the host together with everything else it measures.
-    Divergence does not raise: the result says at which step and in which layer.
+    ``train_loss`` is the mean mini-batch cost since the previous snapshot (None at step 0).
+    Divergence does not raise: the result says at which step (exactly) and in which layer, and the
+    model is left as that step's update made it.
     """
     device = next(model.parameters()).device
     total = spec.steps
     throttle = _Throttle(progress, should_cancel)
-    throttle.tick(Progress(0.0, 0, total, "diagnose", "snapshot at initialisation"), force=True)
+    throttle.tick(0, total, "diagnose", "snapshot at initialisation", force=True)
     result = TrainResult(steps_done=0)
     result.snapshots.append(snapshot(0, None))
     if total == 0:
         return result
     opt = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum)
+    checkpoint = _Checkpoint(model, opt)
     bs = spec.batch_size
-    pending: list[torch.Tensor] = []  # this check window's mini-batch costs, still on the device
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    losses_since_snapshot = 0
-    step = 0
     chunk = max(1, min(CHUNK_STEPS, CHUNK_EXAMPLES // bs))
-    xs = ys = None
-    pos = chunk
-    while step < total:
-        if pos == chunk:
-            xb, yb = next_batch(bs * chunk)
-            xs = xb.to(device, non_blocking=True).view(chunk, bs, -1)
-            ys = yb.to(device, non_blocking=True).view(chunk, bs)
-            pos = 0
-        loss = loss_fn(model(xs[pos]), ys[pos])
+    window_sum = torch.zeros((), dtype=torch.float32, device=device)
+    cost_sum, cost_steps = 0.0, 0  # host-side, since the last snapshot
+    step = 0
+
+    def one_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        pos += 1
-        step += 1
-        pending.append(loss.detach())
-        at_snapshot = step % every == 0 or step == total
-        if len(pending) == CHECK_EVERY or at_snapshot:
-            window = torch.stack(pending)
-            bad = ~torch.isfinite(window) | (window > DIVERGENCE_LOSS)
-            loss_sum += window.double().sum()
-            losses_since_snapshot += len(pending)
-            first_bad = int(torch.argmax(bad.int())) if bool(bad.any()) else -1
-            if first_bad >= 0:
-                at = step - len(pending) + first_bad + 1
-                value = float(window[first_bad])
-                reason = "non-finite loss" if not math.isfinite(value) else f"loss {value:.3g} > {DIVERGENCE_LOSS:g}"
-                result.divergence = Divergence(at, reason, value, first_nonfinite_layer(model))
-                result.steps_done = step
-                return result
-            pending = []
-        if at_snapshot:
-            throttle.tick(Progress(step / total, step, total, "diagnose", f"snapshot at step {step}"), force=True)
-            result.snapshots.append(snapshot(step, loss_sum / max(losses_since_snapshot, 1)))
-            loss_sum = torch.zeros_like(loss_sum)
-            losses_since_snapshot = 0
-        if throttle.due():  # build the Progress record only when it will be used
-            throttle.tick(Progress(step / total, step, total, "train", f"step {step}/{total}"))
+        return loss
+
+    while step < total:
+        xb, yb = next_batch(bs * chunk)
+        xs = xb.to(device, non_blocking=True).view(chunk, bs, -1)
+        ys = yb.to(device, non_blocking=True).view(chunk, bs)
+        checkpoint.save()
+        chunk_start, pos = step, 0
+        while pos < chunk and step < total:
+            w = min(CHECK_EVERY, chunk - pos, total - step, every - step % every)
+            window_sum.zero_()
+            for i in range(pos, pos + w):
+                window_sum += one_step(xs[i], ys[i]).detach()
+            pos += w
+            step += w
+            s = float(window_sum)  # the window's one host synchronisation
+            if _bad(s):
+                checkpoint.restore()
+                for i in range(pos):
+                    loss = float(one_step(xs[i], ys[i]).detach())
+                    if _bad(loss):
+                        at = chunk_start + i + 1
+                        reason = "non-finite loss" if not math.isfinite(loss) else \
+                            f"loss {loss:.3g} > {DIVERGENCE_LOSS:g}"
+                        result.divergence = Divergence(at, reason, loss, first_nonfinite_layer(model))
+                        result.steps_done = at
+                        return result
+                # no single cost above the threshold: the replay reached the same state; go on
+            cost_sum += s
+            cost_steps += w
+            if step % every == 0 or step == total:
+                throttle.tick(step, total, "diagnose", f"snapshot at step {step}", force=True)
+                result.snapshots.append(snapshot(step, cost_sum / max(cost_steps, 1)))
+                cost_sum, cost_steps = 0.0, 0
+            else:
+                throttle.tick(step, total, "train", f"step {step}/{total}")
     result.steps_done = step
     return result

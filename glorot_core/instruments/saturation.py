@@ -1,31 +1,38 @@
-"""Saturation of one hidden layer under its activation's rule (DESIGN.md; paper §3).
+"""Saturation of one probe point under its activation's rule (paper §3).
 
 A unit's output is saturated when it lies within the activation's threshold of an asymptote (sigmoid
 near 0 or 1, tanh and softsign near ±1) or, for relu, is exactly 0. ``fraction`` counts saturated
-outputs over all units and monitor examples; ``dead_units`` counts units saturated on *every* monitor
-example (they pass no gradient at all, paper §3.1's top sigmoid layer).
+outputs over all units and monitor examples (``low`` and ``high`` split it by side); ``dead_units``
+counts units saturated on *every* monitor example (they pass no gradient at all, paper §3.1's top
+sigmoid layer).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from glorot_core.activations import Activation
+from glorot_core.instruments.base import Instrument
+from glorot_core.instruments.monitor import Monitor
+from glorot_core.instruments.probe import Capture
 
 Tensor = torch.Tensor
 
 
-def saturation_stats(z: Tensor, activation: Activation) -> dict[str, object]:
+def saturation_stats(z: Tensor, activation: Activation) -> dict[str, Any]:
     """Saturated fractions (total, low, high) and the fraction of units saturated on every example."""
     low, high = activation.saturation_masks(z.detach())
     either = low | high
     n = max(z.numel(), 1)
     n_low, n_high = torch.count_nonzero(low), torch.count_nonzero(high)
+    units = either.reshape(either.shape[0], -1)
     return {
         "fraction": (n_low + n_high) / n,  # the two sides are disjoint
         "low": n_low / n,
         "high": n_high / n,
-        "dead_units": torch.count_nonzero(either.all(dim=0)) / max(z.shape[-1], 1),
+        "dead_units": torch.count_nonzero(units.all(dim=0)) / max(units.shape[-1], 1),
         "threshold": activation.saturation_threshold if not activation.dead_at_zero else 0.0,
         "rule": saturation_rule(activation),
     }
@@ -40,3 +47,13 @@ def saturation_rule(activation: Activation) -> str:
     lo, hi = activation.output_range
     t = activation.saturation_threshold
     return f"output <= {lo + t:g} (low) or >= {hi - t:g} (high)"
+
+
+class Saturation(Instrument):
+    """Section ``saturation``: saturated fractions and dead units under the activation's rule."""
+
+    section = "saturation"
+    scalars = ("fraction", "low", "high", "dead_units")
+
+    def measure_point(self, capture: Capture, monitor: Monitor) -> dict[str, Any]:
+        return saturation_stats(capture.z, capture.point.activation)

@@ -1,0 +1,54 @@
+"""The monitor: the fixed examples every snapshot is measured on, and what stays constant across snapshots.
+
+Paper §2.3: statistics are taken on a fixed set of 300 test examples. The monitor also holds the
+cost, the Jacobian options and the fixed histogram bins (per activation for activations, octaves for
+gradients), so histograms compare bin by bin across snapshots and runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from glorot_core.activations import Activation
+from glorot_core.instruments.base import Registry
+from glorot_core.instruments.histogram import Bins, OctaveBins
+from glorot_core.losses import Loss
+from glorot_core.spec import JacobianSpec
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class Monitor:
+    """The monitor set ``x``, ``y`` and the run's constants (activation, cost, Jacobian options, bins).
+
+    ``registry``: the instruments to run (None: the default set, ``glorot_core.instruments.registry``).
+    """
+
+    x: Tensor
+    y: Tensor
+    activation: Activation
+    loss: Loss
+    jacobian: JacobianSpec
+    bins: int
+    registry: Registry | None = None
+    _activation_bins: dict[str, Bins] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.gradient_bins = OctaveBins()
+        # E[x²], eq. 5's starting point (not Var[x]: inputs need not be centred); once, the set is fixed
+        self.input_var = self.x.to(torch.float64).square().mean()
+
+    @property
+    def activation_bins(self) -> Bins:
+        """Bins of the run's activation (see :meth:`bins_for`)."""
+        return self.bins_for(self.activation)
+
+    def bins_for(self, activation: Activation) -> Bins:
+        """Fixed bins for the outputs of ``activation`` (a probe point may have its own activation)."""
+        b = self._activation_bins.get(activation.name)
+        if b is None:
+            b = self._activation_bins[activation.name] = activation.histogram_bins(self.bins)
+        return b
