@@ -87,3 +87,23 @@ def test_make_targets_named_by_the_readme_exist() -> None:
     targets = set(re.findall(r"^([\w-]+):", makefile, flags=re.M))
     for name in set(re.findall(r"`?make ([a-z]+)", README)):
         assert name in targets, f"make {name}"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_to_the_docs_resolve() -> None:
+    """Every relative link of the README (and of docs/) names a file that exists and, with an anchor,
+    a heading of that file."""
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue  # an absolute URL
+            path, _, anchor = target.partition("#")
+            file = (doc.parent / path).resolve() if path else doc
+            assert file.exists(), f"{doc.name}: link to {target}: no such file"
+            if anchor:
+                headings = re.findall(r"^#+ (.+)$", file.read_text(), flags=re.M)
+                assert anchor in {_slug(h) for h in headings}, f"{doc.name}: link to {target}: no such heading"
