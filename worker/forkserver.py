@@ -268,8 +268,8 @@ class ForkServer:
             self._start_locked()
 
     def _start_locked(self) -> None:
-        if self._proc is not None and self._proc.is_alive():
-            return
+        if self._proc is not None and self._proc.is_alive() and self._conn is not None:
+            return  # running (a server whose pipe the reader closed is on its way out: replace it)
         self._close_locked()
         ours, theirs = self._mp.Pipe(duplex=True)
         proc = self._mp.Process(target=_serve, args=(theirs, self._modules), name="glorot-forkserver", daemon=True)
@@ -288,14 +288,15 @@ class ForkServer:
         when the server cannot be started or does not confirm the fork."""
         with self._lock:
             self._start_locked()
-            ready = self._ready
-        if not ready.wait(READY_TIMEOUT_S) or not self.is_alive():
-            raise ForkServerLost(f"the fork server did not become ready (exit code {self._proc.exitcode})")
+            ready, proc = self._ready, self._proc
+        if not ready.wait(READY_TIMEOUT_S) or not proc.is_alive():
+            raise ForkServerLost(f"the fork server did not become ready (exit code {proc.exitcode})")
         with self._lock:
             job = JobProcess(token=str(next(self._tokens)), server=self, generation=self._generation)
             self._jobs[job.token] = job
             try:
-                assert self._conn is not None
+                if self._conn is None:
+                    raise OSError("its pipe is closed")
                 self._conn.send(("fork", job.token, target, args))
             except (OSError, ValueError) as e:
                 self._jobs.pop(job.token, None)
