@@ -176,10 +176,10 @@ def _run_client(fn: Any) -> int:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from glorot_core.cli import _load_json
+    from glorot_core.cli import load_json
 
     try:
-        spec = _load_json(args.spec)
+        spec = load_json(args.spec)
     except (OSError, json.JSONDecodeError) as e:
         print(f"glorot submit: cannot read {args.spec}: {e}", file=sys.stderr)
         return 2
