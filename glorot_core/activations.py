@@ -2,9 +2,9 @@
 
 Every instrument looks an activation up here, so a new activation is one entry, and histograms of
 the same activation always share the same fixed edges across snapshots and runs (unlike W&B's
-per-call min/max edges, see PITFALLS.md).
+per-call min/max edges; docs/science.md §4).
 
-Saturation (DESIGN.md): a unit is saturated when its output lies within ``threshold`` of an
+Saturation (docs/science.md §4): a unit is saturated when its output lies within ``threshold`` of an
 asymptote of the function (sigmoid near 0 or 1, tanh and softsign near ±1) or, for relu, when it is
 exactly 0 (dead). ``linear`` never saturates.
 """

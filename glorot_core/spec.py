@@ -1,10 +1,12 @@
-"""ExperimentSpec: what to build, on which data, how to train it and what to measure (DESIGN.md).
+"""ExperimentSpec: what to build, on which data, how to train it and what to measure.
+
+The README's spec section lists every field; docs/architecture.md says where each part is used.
 
 Validation is pydantic v2, so every error carries its field path (``model.hidden.2``). Limits that
 depend on the installation (the parameter-count cap) come from the validation context
 (``validate_spec(data, max_parameters=...)``) or the ``GLOROT_MAX_PARAMETERS`` environment variable.
 
-Choices the paper leaves open (GLOROT2010.md, "not stated") are parameters here, with the defaults
+Choices the paper leaves open (docs/science.md §4) are parameters here, with the defaults
 documented on each field.
 
 Numbers are strict: ``"200"`` or ``true`` where a number belongs are refused, not coerced. As in JSON
@@ -180,7 +182,7 @@ DeviceName = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")]
 
 
 class ExperimentSpec(_Strict):
-    """A whole experiment: model, data, training and diagnostics (DESIGN.md, ExperimentSpec)."""
+    """A whole experiment: model, data, training and diagnostics (the README's spec section)."""
 
     schema_version: Literal[1] = 1
     name: str = Field("experiment", min_length=1, max_length=200)

@@ -1,7 +1,7 @@
 """Fixed-edge histograms computed on the device, with non-finite values counted, never dropped.
 
 Edges are fixed per quantity (per activation for activations, octaves for gradients), so snapshots
-and runs compare bin by bin (W&B's per-call min/max edges cannot, see PITFALLS.md).
+and runs compare bin by bin (W&B's per-call min/max edges cannot; docs/science.md §4).
 
 Two kinds of use:
 
