@@ -32,11 +32,17 @@ from worker.local_runner import LocalRunner
 
 def _describe_self(path: str) -> None:
     """Write what the job process inherited: loaded modules, parent, signal dispositions."""
-    Path(path).write_text(json.dumps({
-        "pid": os.getpid(), "ppid": os.getppid(), "preloaded": "colorsys" in sys.modules,
-        "sigint_ignored": signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
-        "sigterm_default": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
-    }))
+    Path(path).write_text(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "ppid": os.getppid(),
+                "preloaded": "colorsys" in sys.modules,
+                "sigint_ignored": signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
+                "sigterm_default": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+            }
+        )
+    )
 
 
 def _fail() -> None:
@@ -191,8 +197,15 @@ def test_runner_kills_a_job_at_its_hard_limit_and_goes_on(
     runner = LocalRunner(settings, factory)
     runner.start()
     try:
-        slow = make_job(factory, {"model": {"hidden": [8]}, "train": {"steps": 0}, "data": {"test_examples": 100_000},
-                                  "diagnostics": {"monitor_examples": 20, "jacobian": {"mode": "off"}}})
+        slow = make_job(
+            factory,
+            {
+                "model": {"hidden": [8]},
+                "train": {"steps": 0},
+                "data": {"test_examples": 100_000},
+                "diagnostics": {"monitor_examples": 20, "jacobian": {"mode": "off"}},
+            },
+        )
         runner.wake()
         job = wait_for(lambda: _job(factory, slow), lambda j: j.state != "RUNNING" and j.state != "QUEUED",
                        timeout=120, poll=0.1)  # fmt: skip
