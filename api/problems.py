@@ -16,6 +16,11 @@ representable (a ``NaN`` or a lone surrogate echoed from the client's input) tho
 
 Unexpected errors are 500 ``internal-error`` problems carrying a ``correlation_id`` (also sent as the
 ``X-Correlation-ID`` header) under which the traceback is logged; the client sees nothing else of it.
+
+A database that cannot be reached (a restart, a failover, a cut network: ``jobs.transient.is_transient``)
+is not a server bug: every route answers 503 ``database-unavailable`` with ``Retry-After`` while it
+lasts, and works again by itself when the database returns (the engine pings pooled connections
+before use, ``jobs.db``).
 """
 
 from __future__ import annotations
@@ -33,13 +38,19 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from jobs.transient import is_transient
 
 log = logging.getLogger("glorot.api")
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:glorot:problem:"
 CORRELATION_HEADER = "X-Correlation-ID"
+#: Seconds a client is asked to wait (``Retry-After``) while the database cannot be reached.
+DB_RETRY_AFTER_S = 5
 
 
 class Problem(Exception):
@@ -196,12 +207,27 @@ def install(app: FastAPI) -> None:
         return problem_response(exc.status_code, slug, detail, instance=request.url.path,
                                 headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeout)
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, DBAPIError) and not is_transient(exc):
+            return _internal_error(request, exc)
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
+                    (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200])
+        return problem_response(503, "database-unavailable", "the database cannot be reached right now; "
+                                f"retry in {DB_RETRY_AFTER_S} s", instance=request.url.path,
+                                headers={"Retry-After": str(DB_RETRY_AFTER_S)})
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # reached only by an error outside api.middleware.UnexpectedErrorMiddleware (which answers the
         # rest without letting the exception reach the server, so the connection survives)
-        cid = new_correlation_id()
-        log.error("unhandled error [correlation id %s] on %s %s", cid, request.method, request.url.path,
-                  exc_info=exc)
-        return ProblemResponse(internal_error_body(cid, request.url.path), status_code=500,
-                               headers={CORRELATION_HEADER: cid})
+        return _internal_error(request, exc)
+
+
+def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """The 500 problem for ``exc``, logged with its traceback under a new correlation id."""
+    cid = new_correlation_id()
+    log.error("unhandled error [correlation id %s] on %s %s", cid, request.method, request.url.path, exc_info=exc)
+    return ProblemResponse(internal_error_body(cid, request.url.path), status_code=500,
+                           headers={CORRELATION_HEADER: cid})

@@ -8,6 +8,12 @@ transaction can never fail with SQLITE_BUSY on upgrade; transactions are kept sh
 
 Engines are cached per (URL, process id): a forked child (Celery prefork) never reuses its parent's
 pooled connections.
+
+PostgreSQL engines survive an outage by themselves: ``pool_pre_ping`` tests a pooled connection before
+handing it out (a connection that died in a restart is replaced, not used), a connection attempt gives
+up after :data:`PG_CONNECT_TIMEOUT_S` (an unreachable server is an error, not a hang), and TCP
+keepalives find a connection whose server vanished mid-query. The errors of an outage are retried by
+the writers that must land (``jobs.transient``) and answered 503 by the API.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Seconds a PostgreSQL connection attempt may take before it fails.
+PG_CONNECT_TIMEOUT_S = 5
+#: libpq TCP keepalives: a peer silent for 10 s is probed every 5 s, and given up after 3 probes.
+PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 
 _lock = threading.Lock()
 _engines: dict[tuple[str, int], Engine] = {}
@@ -55,6 +65,9 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
         _configure_sqlite(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if u.get_backend_name() == "postgresql":
+        kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S, **PG_KEEPALIVES,
+                                  **kwargs.get("connect_args", {})}
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     return create_engine(url, **kwargs)

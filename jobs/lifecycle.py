@@ -23,6 +23,11 @@ The job row is the truth and the attempt number is the fencing token:
 * **Sweep**: a QUEUED row whose message may be lost gets its ``dispatched_at`` advanced by a
   compare-and-set on the value read, committed before the new message is published; many sweepers
   together send one message per job per period.
+* **Database outages**: the claimant's writes (claim, finish, fail, stop, requeue) take ``retry_s``:
+  on a transient error (``jobs.transient``) the same conditional UPDATE is tried again with backoff for
+  that long. A retry is idempotent, and when an earlier try's COMMIT may have landed before the
+  connection broke (the retry then touches nothing), the row is read: if it already shows this
+  attempt's outcome, the write counts as done.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from jobs.metrics import MetricRow, delete_metric_series, write_metric_rows
 from jobs.models import Job, JobState, Report, utcnow
 from jobs.progress import JobProgress
 from jobs.settings import Settings
+from jobs.transient import retry_transient
 
 log = logging.getLogger("glorot.lifecycle")
 
@@ -201,8 +207,39 @@ def submit(
 # -------------------------------------------------------------------------------------------- claim
 
 
-def claim(factory: sessionmaker[Session], job_id: str, worker_id: str) -> int | None:
-    """QUEUED → RUNNING with attempt + 1; returns the new attempt, or None when not claimable."""
+class _Retried:
+    """Runs one write with :func:`retry_transient` and remembers whether a try failed, after which a
+    write that touches nothing may mean an earlier try's COMMIT landed before its connection broke."""
+
+    def __init__(self) -> None:
+        self.failed = False
+
+    def run(self, op: Any, *, retry_s: float, what: str) -> Any:
+        def once() -> Any:
+            try:
+                return op()
+            except Exception:
+                self.failed = True
+                raise
+        return retry_transient(once, timeout_s=retry_s, what=what)
+
+
+def claim(factory: sessionmaker[Session], job_id: str, worker_id: str, *, retry_s: float = 0.0) -> int | None:
+    """QUEUED → RUNNING with attempt + 1; returns the new attempt, or None when not claimable.
+
+    ``retry_s``: retry transient database errors that long. If a failed try had in fact committed, the
+    retry finds the row RUNNING under ``worker_id`` and returns that attempt (``worker_id`` names one
+    delivery, so no one else claims under it)."""
+    tries = _Retried()
+    got = tries.run(lambda: _claim(factory, job_id, worker_id), retry_s=retry_s, what=f"claim of job {job_id}")
+    if got is None and tries.failed:
+        now = holder(factory, job_id)
+        if now.state == RUNNING and now.worker_id == worker_id:
+            return now.attempt
+    return got  # type: ignore[no-any-return]
+
+
+def _claim(factory: sessionmaker[Session], job_id: str, worker_id: str) -> int | None:
     now = utcnow()
     with transaction(factory) as s:
         progress = _progress(s, job_id).but(fraction=0.0, step=0, phase="setup", message="claimed")
@@ -280,9 +317,26 @@ def holder(factory: sessionmaker[Session], job_id: str) -> Holder:
 # ------------------------------------------------------------------------------------- ending a run
 
 
+def _settled(factory: sessionmaker[Session], job_id: str, attempt: int, target: JobState, tries: _Retried,
+             done: bool) -> bool:
+    """``done``, or, after a failed try, whether the row already shows ``attempt`` ended in ``target``."""
+    if done or not tries.failed:
+        return done
+    now = holder(factory, job_id)
+    return now.state == target and now.attempt == attempt
+
+
 def _end(factory: sessionmaker[Session], transition: Transition, job_id: str, attempt: int, *, error: str | None,
-         message: str) -> bool:
+         message: str, retry_s: float = 0.0) -> bool:
     (target,) = TRANSITIONS[transition][RUNNING]
+    tries = _Retried()
+    done = tries.run(lambda: _end_once(factory, transition, job_id, attempt, target, error=error, message=message),
+                     retry_s=retry_s, what=f"{transition.value} of job {job_id}")
+    return _settled(factory, job_id, attempt, target, tries, done)
+
+
+def _end_once(factory: sessionmaker[Session], transition: Transition, job_id: str, attempt: int, target: JobState,
+              *, error: str | None, message: str) -> bool:
     now = utcnow()
     with transaction(factory) as s:
         progress = _progress(s, job_id).but(phase="done", message=message)
@@ -292,14 +346,15 @@ def _end(factory: sessionmaker[Session], transition: Transition, job_id: str, at
         return _touched(res)
 
 
-def fail(factory: sessionmaker[Session], job_id: str, attempt: int, error: str) -> bool:
+def fail(factory: sessionmaker[Session], job_id: str, attempt: int, error: str, *, retry_s: float = 0.0) -> bool:
     """RUNNING → FAILED with ``error``, if ``attempt`` still holds the job."""
-    return _end(factory, Transition.FAIL, job_id, attempt, error=error, message="failed")
+    return _end(factory, Transition.FAIL, job_id, attempt, error=error, message="failed", retry_s=retry_s)
 
 
-def stop_cancelled(factory: sessionmaker[Session], job_id: str, attempt: int, error: str | None = None) -> bool:
+def stop_cancelled(factory: sessionmaker[Session], job_id: str, attempt: int, error: str | None = None, *,
+                   retry_s: float = 0.0) -> bool:
     """RUNNING → CANCELLED (the run stopped at a cancel request), if ``attempt`` still holds the job."""
-    return _end(factory, Transition.STOP, job_id, attempt, error=error, message="cancelled")
+    return _end(factory, Transition.STOP, job_id, attempt, error=error, message="cancelled", retry_s=retry_s)
 
 
 def fail_running(factory: sessionmaker[Session], job_id: str, error: str, *, worker_id: str | None = None) -> bool:
@@ -313,9 +368,16 @@ def fail_running(factory: sessionmaker[Session], job_id: str, error: str, *, wor
     return fail(factory, job_id, now.attempt, error)
 
 
-def requeue(factory: sessionmaker[Session], job_id: str, attempt: int, reason: str) -> bool:
+def requeue(factory: sessionmaker[Session], job_id: str, attempt: int, reason: str, *, retry_s: float = 0.0) -> bool:
     """RUNNING → QUEUED for ``attempt`` (its process was stopped on purpose); the next claim is a new
     attempt. ``total_steps`` stays in the progress."""
+    tries = _Retried()
+    done = tries.run(lambda: _requeue(factory, job_id, attempt, reason), retry_s=retry_s,
+                     what=f"requeue of job {job_id}")
+    return _settled(factory, job_id, attempt, QUEUED, tries, done)
+
+
+def _requeue(factory: sessionmaker[Session], job_id: str, attempt: int, reason: str) -> bool:
     with transaction(factory) as s:
         progress = _progress(s, job_id).but(fraction=0.0, step=0, phase="queued", message=f"re-queued: {reason}")
         res = s.execute(_fenced(Transition.REQUEUE, job_id, attempt).values(
@@ -325,12 +387,23 @@ def requeue(factory: sessionmaker[Session], job_id: str, attempt: int, reason: s
 
 def finish(
     factory: sessionmaker[Session], job_id: str, attempt: int, report: dict[str, Any], rows: Iterable[MetricRow],
+    *, retry_s: float = 0.0,
 ) -> bool:
     """RUNNING → SUCCEEDED + the report + the metric series, in one transaction, only if ``attempt`` is
     current. The series streamed during the run are replaced by ``rows`` (the report's), so the job
-    ends with exactly the report's series whatever was streamed before."""
-    now = utcnow()
+    ends with exactly the report's series whatever was streamed before. ``retry_s``: retry transient
+    database errors that long (the whole transaction again)."""
     body = json_safe(report)  # run_experiment's reports already are; reports from elsewhere may not be
+    series = list(rows)
+    tries = _Retried()
+    done = tries.run(lambda: _finish(factory, job_id, attempt, body, series), retry_s=retry_s,
+                     what=f"finish of job {job_id}")
+    return _settled(factory, job_id, attempt, SUCCEEDED, tries, done)
+
+
+def _finish(factory: sessionmaker[Session], job_id: str, attempt: int, body: dict[str, Any],
+            rows: list[MetricRow]) -> bool:
+    now = utcnow()
     steps = max((snap.get("step", 0) for snap in body.get("snapshots", [])), default=0)
     with transaction(factory) as s:
         progress = _progress(s, job_id).but(fraction=1.0, step=steps, phase="done", message="succeeded")
@@ -427,10 +500,13 @@ def reap(factory: sessionmaker[Session], settings: Settings, *, now: datetime | 
     return settled
 
 
-def sweep_candidates(factory: sessionmaker[Session], settings: Settings, now: datetime) -> list[tuple[str, Any]]:
-    """(id, dispatched_at) of jobs QUEUED for longer than ``sweeper_queued_after_s`` since their last
-    dispatch (or their creation, if never dispatched), oldest first."""
-    cutoff = now - timedelta(seconds=settings.sweeper_queued_after_s)
+def sweep_candidates(factory: sessionmaker[Session], settings: Settings, now: datetime, *,
+                     older_than_s: float | None = None) -> list[tuple[str, Any]]:
+    """(id, dispatched_at) of jobs QUEUED for longer than ``sweeper_queued_after_s`` (or ``older_than_s``:
+    the sweep right after the broker came back) since their last dispatch (or their creation, if never
+    dispatched), oldest first."""
+    age = settings.sweeper_queued_after_s if older_than_s is None else older_than_s
+    cutoff = now - timedelta(seconds=age)
     with factory() as s:
         rows = s.execute(
             select(Job.id, Job.dispatched_at)

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     job_soft_time_limit_s: float = Field(6 * 3600, gt=0, description="a job past this is stopped and FAILED")
     job_hard_time_limit_s: float = Field(6 * 3600 + 600, gt=0, description="a job's process is killed past this")
     heartbeat_interval_s: float = Field(5.0, gt=0, description="how often a running job's heartbeat is written")
+    db_retry_s: float = Field(
+        120.0, ge=0, description="a worker retries its job's writes (claim, results, end state) on transient database "
+        "errors this long, longer than a database restart; the reaper waits reaper_stale_after_s after it regains "
+        "the database before it reaps (docs/service.md, Outages)",
+    )
     reaper_stale_after_s: float = Field(60.0, gt=0, description="RUNNING with an older heartbeat → worker is dead")
     reaper_interval_s: float = Field(15.0, gt=0, description="how often the reaper (and sweeper) look")
     sweeper_queued_after_s: float = Field(120.0, gt=0, description="QUEUED this long unclaimed → dispatched again")

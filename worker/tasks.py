@@ -10,6 +10,11 @@ of its own that the task forks from there (``worker.forkserver.fork_job``): the 
 torch and glorot_core from the worker's parent (preloaded, CUDA untouched), so the job's process starts
 in milliseconds, applies the job's memory cap to itself alone, initialises CUDA (if it uses the GPU)
 after the fork, and dies with the pool process when Celery's hard time limit kills that.
+
+A delivery whose claim failed because the database could not be reached (the job's process exits with
+:data:`EX_TEMPFAIL`) is not acknowledged as done: after :data:`REQUEUE_DELAY_S` it is rejected with
+``requeue=True``, so the message goes back to the queue and is tried again, instead of an idle worker
+emptying the queue during a database outage.
 """
 
 from __future__ import annotations
@@ -19,24 +24,32 @@ import logging
 import os
 import signal
 import socket
+import sys
+import time
 from typing import Any
 
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from sqlalchemy.orm import sessionmaker
 
-from jobs import lifecycle
+from jobs import fairness, lifecycle
 from jobs.db import create_db_engine
 from jobs.settings import get_settings
 from worker.celery_app import app
-from worker.execute import execute_job
+from worker.execute import ClaimUnavailable, execute_job
 from worker.forkserver import check_cuda_untouched, describe_exit, fork_job
 from worker.limits import apply_job_limits
 
 log = logging.getLogger(__name__)
 
 RUN_JOB = "glorot.run_job"
+#: Exit status of a job's process that could not claim its job because the database was unreachable
+#: (sysexits.h ``EX_TEMPFAIL``): the delivery goes back to the queue.
+EX_TEMPFAIL = 75
+#: Pause before a delivery whose claim failed goes back to the queue (seconds), so that during an outage
+#: the worker does not spin through the queue.
+REQUEUE_DELAY_S = 2.0
 
 
 class JobTask(Task):
@@ -72,7 +85,8 @@ def fail_if_held(job_id: str, task_id: str, reason: str) -> None:
     engine = create_db_engine(get_settings().resolved_database_url)
     try:
         factory = sessionmaker(bind=engine, expire_on_commit=False)
-        lifecycle.fail_running(factory, job_id, reason, worker_id=delivery_worker_id(task_id))
+        worker_id = delivery_worker_id(task_id)  # the delivery may hold another job than its message's
+        lifecycle.fail_running(factory, fairness.held_by(factory, worker_id) or job_id, reason, worker_id=worker_id)
     except Exception:  # the reaper settles it later
         log.exception("could not fail job %s (%s)", job_id, reason)
     finally:
@@ -82,7 +96,11 @@ def fail_if_held(job_id: str, task_id: str, reason: str) -> None:
 def _job_process(job_id: str, worker_id: str) -> None:
     """The job's own process: cap its memory, then claim and run the job."""
     apply_job_limits(get_settings())
-    execute_job(job_id, worker_id=worker_id)
+    try:
+        execute_job(job_id, worker_id=worker_id, fair=True)
+    except ClaimUnavailable as e:
+        log.warning("%s; the message goes back to the queue", e)
+        sys.exit(EX_TEMPFAIL)
 
 
 def _wait(pid: int) -> int:
@@ -106,10 +124,14 @@ def _wait(pid: int) -> int:
 def run_job(self: Task, job_id: str) -> None:
     """Claim and run job ``job_id`` in a process of its own (a no-op when another delivery already
     claimed it). A job process that dies without finishing (a signal, a crash) FAILS the job with
-    how it ended, if this delivery still holds it."""
+    how it ended, if this delivery still holds it. A claim that failed for want of the database puts
+    the message back in the queue (``Reject(requeue=True)``)."""
     check_cuda_untouched()  # this process forks every job: CUDA belongs in the job's process only
     pid = fork_job(_job_process, (str(job_id), delivery_worker_id(self.request.id)))
     status = _wait(pid)
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EX_TEMPFAIL:
+        time.sleep(REQUEUE_DELAY_S)
+        raise Reject(f"job {job_id}: database unreachable, not claimed", requeue=True)
     if status != 0:
         fail_if_held(str(job_id), self.request.id, f"the job process {describe_exit(status)} without finishing the job")
 

@@ -8,6 +8,11 @@ since the last write, in one transaction that starts with the fenced heartbeat U
 (``jobs.lifecycle.beat``, which also locks the row): a fenced-out attempt writes no point. It writes
 a bare heartbeat at least every ``heartbeat_interval_s`` and reads the row's state and
 ``cancel_requested`` every tick (``cancel_poll_interval_s`` at most).
+
+While the database cannot be reached the run goes on: each tick tries the (idempotent, fenced) write
+again, the progress and the metric rows wait in memory, and the outage is logged once when it starts
+and once when it ends. A worker that cannot reach the database is not lost; the reaper gives it
+``reaper_stale_after_s`` after the database returns to beat again (``worker.maintenance``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from jobs.db import transaction
 from jobs.metrics import MetricRow, write_metric_rows
 from jobs.progress import JobProgress
 from jobs.settings import Settings
+from jobs.transient import is_transient
 
 log = logging.getLogger("glorot.watcher")
 
@@ -92,11 +98,23 @@ class Watcher(threading.Thread):
         now = time.monotonic()
         due = _Due(now, now, now)
         tick = min(st.cancel_poll_interval_s, st.heartbeat_interval_s, max(st.progress_interval_s, 0.05))
+        down_since: float | None = None
         while not self.stop_event.wait(tick):
             try:
                 self._tick(due, time.monotonic())
-            except Exception:  # a database hiccup: keep trying; the reaper is the backstop
-                log.exception("job %s: watcher could not reach the database", self.job_id)
+            except Exception as e:  # the database is unreachable: keep running, try again next tick
+                if down_since is None:
+                    down_since = time.monotonic()
+                    if is_transient(e):
+                        log.warning("job %s: database unreachable (%s); the run goes on, writes wait",
+                                    self.job_id, type(e).__name__)
+                    else:
+                        log.exception("job %s: watcher could not write", self.job_id)
+                continue
+            if down_since is not None:
+                log.warning("job %s: database reachable again after %.1f s", self.job_id,
+                            time.monotonic() - down_since)
+                down_since = None
         if self._flush_on_stop and not self.lost.is_set():
             self._flush()
 
