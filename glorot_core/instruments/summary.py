@@ -52,6 +52,17 @@ def shifted_moments(v: Tensor, nonfinite: Tensor | None = None) -> tuple[Tensor,
     return mean, var.sqrt(), nonfinite
 
 
+def centred_variance(v: Tensor) -> Tensor:
+    """Unbiased variance of ``v`` (float64, device) in one pass, (Σv² − (Σv)²/n)/(n − 1), for data known
+    to be centred (|mean| ≲ std: a layer's weights). The cancellation error is ε·(1 + mean²/var); the
+    two-pass form (:func:`shifted_moments`) costs one more pass over the data."""
+    v = v.detach().reshape(-1)
+    n = v.numel()
+    s1 = _row_sum(v)
+    s2 = torch.dot(v, v).to(torch.float64)
+    return ((s2 - s1 * s1 / max(n, 1)) / max(n - 1, 1)).clamp_min(0)
+
+
 def _row_sum(d: Tensor) -> Tensor:
     """Σd in float64 from float32 partial sums of 1024 entries (a float64 sum of every entry costs
     8× a float32 one on the CPU; the partial sums keep ~1e-10 relative accuracy)."""
