@@ -23,6 +23,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -186,3 +187,61 @@ class MetricPoint(Base):
     )
     step: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     value: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+# ------------------------------------------------------------------------------------------ uploads
+
+
+class Blob(Base):
+    """An uploaded file of a tenant, content-addressed by sha256 (one row per (tenant, sha256)); its bytes
+    are the ``blob_chunks`` rows, so every worker on any machine reads it from the database."""
+
+    __tablename__ = "blobs"
+    __table_args__ = (UniqueConstraint("tenant_id", "sha256"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class BlobChunk(Base):
+    """Chunk ``seq`` (0, 1, …) of a blob: a blob is read back in order, a chunk at a time."""
+
+    __tablename__ = "blob_chunks"
+
+    blob_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                         ForeignKey("blobs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class UploadedModel(Base):
+    """A model a tenant uploaded: its blob, format, the metadata it was declared with and its probe points."""
+
+    __tablename__ = "uploaded_models"
+    __table_args__ = (Index("ix_uploaded_models_tenant_created", "tenant_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    blob_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), ForeignKey("blobs.id"))
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    format: Mapped[str] = mapped_column(String(32))
+    declared: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    info: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class UploadedData(Base):
+    """Probe inputs a tenant uploaded (``.npz``): its blob and the arrays' shapes and dtypes."""
+
+    __tablename__ = "uploaded_data"
+    __table_args__ = (Index("ix_uploaded_data_tenant_created", "tenant_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    blob_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), ForeignKey("blobs.id"))
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    info: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

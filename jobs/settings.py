@@ -73,6 +73,21 @@ class Settings(BaseSettings):
         "the staleness bound of a poll (0 = off)"
     )
 
+    # --- uploaded models and probe data (docs/uploads.md)
+    max_upload_bytes: int = Field(
+        1 << 30, ge=1024, description="largest uploaded file (POST /v1/models, /v1/data), counted while streaming"
+    )
+    tenant_upload_quota_bytes: int = Field(
+        10 << 30, ge=0, description="total size of one tenant's stored uploads (a file shared by uploads counts once)"
+    )
+    upload_chunk_bytes: int = Field(1 << 20, ge=4096, le=64 << 20, description="size of a stored blob chunk row")
+    upload_max_entries: int = Field(10_000, ge=1, description="most members of an uploaded zip archive")
+    upload_max_uncompressed_bytes: int = Field(
+        4 << 30, ge=1024, description="most bytes an uploaded zip archive may inflate to (zip bombs)"
+    )
+    upload_check_memory_mb: int = Field(4096, ge=256, description="memory cap of the process that checks a model")
+    upload_check_timeout_s: float = Field(120.0, gt=0, description="time limit of the process that checks a model")
+
     @model_validator(mode="after")
     def _limits_ordered(self) -> Settings:
         if self.job_hard_time_limit_s <= self.job_soft_time_limit_s:
