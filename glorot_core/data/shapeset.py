@@ -45,10 +45,11 @@ Deviations from the authors' generator (all documented, none changes the class p
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import torch
+
+from glorot_core.data._files import check_range
 
 __all__ = [
     "CLASS_NAMES",
@@ -61,7 +62,6 @@ __all__ = [
     "ShapesetStream",
     "generate",
     "generate_range",
-    "label_of",
 ]
 
 IMAGE_SIDE = 32
@@ -320,13 +320,6 @@ def _render(pts: np.ndarray, types: np.ndarray, count: np.ndarray, bg: np.ndarra
 _BLOCK = 4096  # images rendered per internal step (bounds the temporaries' memory)
 
 
-def _check_range(input_range: tuple[float, float]) -> tuple[float, float]:
-    lo, hi = (float(v) for v in input_range)
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"input_range must be two finite numbers (low, high) with low < high, got {input_range}")
-    return lo, hi
-
-
 def generate_range(
     seed: int,
     start: int,
@@ -341,7 +334,7 @@ def generate_range(
     """
     if n < 0 or start < 0:
         raise ValueError(f"n and start must be >= 0, got n={n}, start={start}")
-    lo, hi = _check_range(input_range)
+    lo, hi = check_range(input_range)
     scale = np.float32((hi - lo) / 255.0)  # grey level / 255 mapped linearly from [0, 1] to [lo, hi]
     x = np.empty((n, INPUT_DIM), dtype=np.float32)
     y = np.empty(n, dtype=np.int64)
@@ -365,15 +358,6 @@ def generate(
     ``generate(n, s)`` equals ``generate(m, s)[:n]`` for ``m >= n``.
     """
     return generate_range(seed, 0, n, input_range, STREAM_TRAIN)
-
-
-def label_of(types: tuple[int, ...]) -> int:
-    """Class index of a scene given its shape types (0 triangle, 1 parallelogram, 2 ellipse), 1 or 2 of them."""
-    if len(types) == 1:
-        return int(types[0])
-    if len(types) == 2:
-        return int(_PAIR_CLASS[types[0], types[1]])
-    raise ValueError("Shapeset-3x2 scenes hold 1 or 2 shapes")
 
 
 class ShapesetStream:
@@ -400,7 +384,7 @@ class ShapesetStream:
         if start < 0:
             raise ValueError(f"start must be >= 0, got {start}")
         self.seed = int(seed)
-        self.input_range = _check_range(input_range)
+        self.input_range = check_range(input_range)
         self.chunk = int(chunk)
         self.stream = int(stream)
         self._buf_start = start
@@ -433,8 +417,3 @@ class ShapesetStream:
         if len(xs) == 1:
             return xs[0].clone(), ys[0].clone()
         return torch.cat(xs), torch.cat(ys)
-
-    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Iterate ``next_batch(batch_size)`` forever."""
-        while True:
-            yield self.next_batch(batch_size)
