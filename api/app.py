@@ -34,6 +34,7 @@ from api.middleware import (
     UnexpectedErrorMiddleware,
 )
 from api.routes import ops, router
+from jobs.data_roots import DATA_ROOT_NAME
 from jobs.db import session_factory
 from jobs.models import Job, JobState
 from jobs.settings import Settings, get_settings
@@ -69,6 +70,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     spec_schema = ExperimentSpec.model_json_schema(ref_template="#/components/schemas/{model}")
     components.update(spec_schema.pop("$defs", {}))
+    # The service reads data only from named folders under its data directory (jobs.data_roots).
+    components["DataSpec"]["properties"]["root"]["anyOf"][0]["pattern"] = DATA_ROOT_NAME.pattern
     components["ExperimentSpec"] = spec_schema
     components["Problem"] = {
         "type": "object", "description": "RFC 9457 problem details",

@@ -4,6 +4,16 @@ Auth is always on for /v1: ``Authorization: Bearer <key>``. The key's HMAC is lo
 equality); a verified key is cached in memory for ``auth_cache_ttl_s`` so that status polling costs
 one query, not two. Failures are 401 problems with ``WWW-Authenticate: Bearer``.
 
+Revocation reaches every API process within ``auth_revocation_check_s``: while keys are cached, a
+process reads the *revocation epoch* of the key table (how many keys there are, how many are
+revoked, the newest revocation and the highest id: one aggregate over a small table) at most once
+per interval, and drops every cached key when it moved. A revoked or deleted key is then looked up
+again and refused. A lookup that started before the epoch moved does not put its answer in the
+cache (a generation counter), so a key revoked during its lookup is not cached as valid.
+
+Each authenticated request also spends a token of its tenant's rate limit (``api.ratelimit``):
+past it the answer is 429 with ``Retry-After``.
+
 The context and auth dependencies are ``async``: FastAPI runs a sync dependency in the thread pool,
 a hop that costs more than the work itself here. Only a key-cache miss goes to the database, through
 the thread pool.
@@ -11,6 +21,7 @@ the thread pool.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -19,12 +30,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.dispatch import Dispatcher
 from api.jobcache import JobCache
 from api.problems import Problem
+from api.ratelimit import TenantRateLimiter, retry_after
 from api.security import hash_api_key
 from jobs.models import ApiKey, Tenant
 from jobs.settings import Settings
@@ -50,6 +62,17 @@ class AppContext:
     job_cache: JobCache = field(default_factory=lambda: JobCache(0))
     _auth_cache: dict[str, tuple[Principal, float]] = field(default_factory=dict)
     _auth_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: the key table's revocation epoch when last read, and when (monotonic) that read started
+    _epoch: tuple[object, ...] | None = None
+    _epoch_read_at: float = -math.inf
+    _epoch_reading: bool = False
+    #: bumped whenever the cache is dropped: a lookup from an older generation is not cached
+    _generation: int = 0
+    limiter: TenantRateLimiter | None = None
+
+    def __post_init__(self) -> None:
+        if self.limiter is None:
+            self.limiter = TenantRateLimiter(self.settings.tenant_rate_per_s, self.settings.tenant_rate_burst)
 
     @property
     def engine(self) -> Engine:
@@ -61,14 +84,32 @@ class AppContext:
             return hit[0]
         return None
 
-    def remember(self, key_hash: str, principal: Principal) -> None:
+    def remember(self, key_hash: str, principal: Principal, generation: int) -> None:
+        """Cache ``principal``, unless the cache was dropped since ``generation`` (the lookup's start)."""
         ttl = self.settings.auth_cache_ttl_s
         if ttl <= 0:
             return
         with self._auth_lock:
+            if generation != self._generation:
+                return
             if len(self._auth_cache) > 10_000:
                 self._auth_cache.clear()
             self._auth_cache[key_hash] = (principal, time.monotonic() + ttl)
+
+    def epoch_due(self, now: float) -> bool:
+        """Whether the revocation epoch should be read now (something is cached, the interval passed,
+        and no other request of this process is reading it)."""
+        return (bool(self._auth_cache) and not self._epoch_reading
+                and now - self._epoch_read_at >= self.settings.auth_revocation_check_s)
+
+    def see_epoch(self, epoch: tuple[object, ...], read_at: float) -> None:
+        """The epoch read at ``read_at``: a change (or the first read) drops every cached key."""
+        with self._auth_lock:
+            if epoch != self._epoch:
+                self._auth_cache.clear()
+                self._generation += 1
+                self._epoch = epoch
+            self._epoch_read_at = max(self._epoch_read_at, read_at)
 
 
 async def get_ctx(request: Request) -> AppContext:
@@ -94,6 +135,36 @@ def _lookup_key(ctx: AppContext, key_hash: str) -> Principal | None:
     return None if row is None else Principal(tenant_id=row.tenant_id, tenant_name=row.name, key_id=row.id)
 
 
+def _read_epoch(ctx: AppContext) -> tuple[object, ...]:
+    """The key table's revocation epoch: it moves when a key is revoked, deleted or created."""
+    with ctx.engine.connect() as conn:
+        row = conn.execute(
+            select(func.count(), func.count(ApiKey.revoked_at), func.max(ApiKey.revoked_at), func.max(ApiKey.id))
+        ).one()
+    return tuple(row)
+
+
+async def _check_revocations(ctx: AppContext) -> None:
+    """Drop the cached keys if a key was revoked since the last look (at most once per interval)."""
+    now = time.monotonic()
+    if not ctx.epoch_due(now):
+        return
+    ctx._epoch_reading = True
+    try:
+        epoch = await run_in_threadpool(_read_epoch, ctx)
+    finally:
+        ctx._epoch_reading = False
+    ctx.see_epoch(epoch, now)
+
+
+def _rate_limit(ctx: AppContext, principal: Principal) -> None:
+    wait = ctx.limiter.take(principal.tenant_id) if ctx.limiter is not None else 0.0
+    if wait > 0:
+        raise Problem(429, "rate-limited", f"tenant {principal.tenant_name!r} is over its request rate "
+                      f"({ctx.settings.tenant_rate_per_s:g}/s, bursts of {ctx.settings.tenant_rate_burst}); "
+                      "retry after the Retry-After seconds", headers={"Retry-After": retry_after(wait)})
+
+
 async def authenticate(request: Request) -> Principal:
     ctx: AppContext = request.app.state.ctx
     header = request.headers.get("authorization")
@@ -104,13 +175,15 @@ async def authenticate(request: Request) -> Principal:
     if scheme.lower() != "bearer" or not key:
         raise _unauthorized("the Authorization header must be 'Bearer <api key>'")
     key_hash = hash_api_key(key, ctx.secret)
+    await _check_revocations(ctx)
     principal = ctx.cached_principal(key_hash)
-    if principal is not None:
-        return principal
-    principal = await run_in_threadpool(_lookup_key, ctx, key_hash)
     if principal is None:
-        raise _unauthorized("unknown or revoked API key")
-    ctx.remember(key_hash, principal)
+        generation = ctx._generation
+        principal = await run_in_threadpool(_lookup_key, ctx, key_hash)
+        if principal is None:
+            raise _unauthorized("unknown or revoked API key")
+        ctx.remember(key_hash, principal, generation)
+    _rate_limit(ctx, principal)
     return principal
 
 

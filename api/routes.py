@@ -38,6 +38,7 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or unknown API key", **_PROBLEM},
     404: {"description": "no such job for this tenant", **_PROBLEM},
     422: {"description": "invalid request, with field paths", **_PROBLEM},
+    429: {"description": "over the tenant's request rate or active-job cap (Retry-After)", **_PROBLEM},
 }
 BAD_CURSOR = {"description": "the cursor is not a next_cursor of this list with these filters", **_PROBLEM}
 

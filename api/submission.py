@@ -2,7 +2,10 @@
 :class:`ValidatedSubmission` (the body as sent, the validated spec, its canonical hash and the
 Idempotency-Key), or answers with the problem: 415 for a multipart body, 422 with field paths for
 invalid JSON, an invalid spec, NUL characters (PostgreSQL's JSONB cannot store them) or an
-Idempotency-Key that is not 1-255 visible ASCII characters.
+Idempotency-Key that is not 1-255 visible ASCII characters, and a ``data.root`` that is a path rather
+than the name of one of the service's data folders (``jobs.data_roots``). A tenant that already has
+``tenant_max_active_jobs`` jobs QUEUED or RUNNING gets 429 with ``Retry-After`` (a repeated
+Idempotency-Key still gets its original job).
 """
 
 from __future__ import annotations
@@ -12,13 +15,20 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
+from sqlalchemy import func, select
 
-from api.deps import CtxDep
+from api.deps import AppContext, CtxDep, Principal, PrincipalDep
 from api.json_body import parse_json_body
 from api.problems import Problem, field_errors
 from api.security import request_hash
 from glorot_core.spec import ExperimentSpec, validate_spec
+from jobs.data_roots import name_problem
+from jobs.models import Job, JobState
+
+#: What a tenant at its cap of active jobs is told to wait before trying again (seconds).
+ACTIVE_CAP_RETRY_AFTER_S = 30
 
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 
@@ -70,9 +80,39 @@ def _check_media_type(request: Request) -> None:
         raise Problem(415, "unsupported-media-type", f"send the spec as application/json, not {ctype!r}")
 
 
+def _check_data_root(spec: ExperimentSpec, ctx: AppContext) -> None:
+    problem = name_problem(spec.data.root, ctx.settings)
+    if problem is not None:
+        raise _invalid(field_errors([{"loc": ["data", "root"], "msg": f"data.root {problem}", "type": "data_root_name",
+                                      "input": spec.data.root}], ("body",)))
+
+
+def _active_jobs(ctx: AppContext, tenant_id: int, idempotency_key: str | None) -> int:
+    """The tenant's QUEUED + RUNNING jobs; 0 when ``idempotency_key`` names a job it already has (a
+    repeat returns its original job whatever the cap)."""
+    with ctx.engine.connect() as conn:
+        if idempotency_key is not None and conn.execute(
+                select(Job.id).where(Job.tenant_id == tenant_id, Job.idempotency_key == idempotency_key)).first():
+            return 0
+        return int(conn.execute(select(func.count()).select_from(Job).where(
+            Job.state.in_((JobState.QUEUED, JobState.RUNNING)), Job.tenant_id == tenant_id)).scalar_one())
+
+
+async def _check_active_cap(ctx: AppContext, principal: Principal, idempotency_key: str | None) -> None:
+    cap = ctx.settings.tenant_max_active_jobs
+    if cap <= 0:
+        return
+    active = await run_in_threadpool(_active_jobs, ctx, principal.tenant_id, idempotency_key)
+    if active >= cap:
+        raise Problem(429, "too-many-active-jobs", f"tenant {principal.tenant_name!r} has {active} jobs queued or "
+                      f"running, the most this service allows; submit again when some have finished",
+                      headers={"Retry-After": str(ACTIVE_CAP_RETRY_AFTER_S)}, active_jobs=active, limit=cap)
+
+
 async def validated_submission(
     request: Request,
     ctx: CtxDep,
+    principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY_RE.pattern,
                                                   min_length=1, max_length=255)] = None,
 ) -> ValidatedSubmission:
@@ -84,6 +124,7 @@ async def validated_submission(
         spec = validate_spec(body, max_parameters=ctx.settings.max_parameters)
     except ValidationError as e:
         raise _invalid(field_errors(e.errors(), ("body",))) from None
+    _check_data_root(spec, ctx)
     nul = _find_nul(body)
     if nul is not None:
         raise _invalid(field_errors([{"loc": nul, "msg": "NUL characters are not allowed", "type": "string_nul",
@@ -92,6 +133,7 @@ async def validated_submission(
         body_hash = request_hash(body)
     except ValueError as e:  # NaN in the body
         raise Problem(422, "validation-error", f"the body is not plain JSON: {e}") from None
+    await _check_active_cap(ctx, principal, idempotency_key)
     return ValidatedSubmission(body=body, spec=spec, body_hash=body_hash, idempotency_key=idempotency_key)
 
 

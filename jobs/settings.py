@@ -72,6 +72,27 @@ class Settings(BaseSettings):
         0.25, ge=0, le=5, description="GET /v1/jobs/{id} responses are cached in memory this long per (tenant, job); "
         "the staleness bound of a poll (0 = off)"
     )
+    # --- revocation, per-tenant limits and data roots (docs/service.md, "Tenants: limits and fairness")
+    auth_revocation_check_s: float = Field(
+        0.5, gt=0, le=5, description="each API process looks at the API-key revocation epoch at most this often and "
+        "drops its cached keys when it moved: a revoked key is refused within this interval (plus one query)"
+    )
+    tenant_max_active_jobs: int = Field(
+        1000, ge=0, description="most QUEUED + RUNNING jobs of one tenant; a submission past it is 429 (0 = no cap)"
+    )
+    tenant_rate_per_s: float = Field(
+        100.0, ge=0, description="sustained authenticated requests per second of one tenant, per API process; "
+        "past it 429 with Retry-After (0 = no limit)"
+    )
+    tenant_rate_burst: int = Field(500, ge=1, description="requests a tenant may send at once above the rate")
+    data_dir: Path | None = Field(
+        None, description="GLOROT_DATA_DIR: the folder whose sub-folders a service spec's data.root names "
+        "(the service never reads a path a tenant chose)"
+    )
+    data_roots: list[str] | None = Field(
+        None, description="optional allow-list of the data.root names tenants may use (JSON list); unset = any "
+        "folder name under data_dir"
+    )
 
     # --- uploaded models and probe data (docs/uploads.md)
     max_upload_bytes: int = Field(
@@ -87,7 +108,6 @@ class Settings(BaseSettings):
     )
     upload_check_memory_mb: int = Field(4096, ge=256, description="memory cap of the process that checks a model")
     upload_check_timeout_s: float = Field(120.0, gt=0, description="time limit of the process that checks a model")
-
     @model_validator(mode="after")
     def _limits_ordered(self) -> Settings:
         if self.job_hard_time_limit_s <= self.job_soft_time_limit_s:

@@ -195,7 +195,7 @@ def test_diverging_job_succeeds_with_a_diverged_verdict(client: TestClient, key:
 
 def test_failing_job_is_failed_with_its_error(client: TestClient, key: str, tmp_path: Any) -> None:
     spec = {**TINY_SPEC, "model": {"hidden": [16], "input_dim": 784, "num_classes": 10},
-            "data": {"dataset": "mnist", "root": str(tmp_path / "no-mnist-here"), "test_examples": 100}}
+            "data": {"dataset": "mnist", "root": "no-mnist-here", "test_examples": 100}}
     job = wait_state(client, key, submit(client, key, spec).json()["id"], {"SUCCEEDED", "FAILED", "CANCELLED"})
     assert job["state"] == "FAILED" and job["error"] and "DataUnavailable" in job["error"], job["error"]
     assert_problem(client.get(f"/v1/jobs/{job['id']}/report", headers=auth(key)), 409)
