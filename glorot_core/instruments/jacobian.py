@@ -15,8 +15,8 @@ Two modes (``JacobianSpec.mode``):
   J Jᵀ = D (W Wᵀ) D = G ⊙ d dᵀ with G = W Wᵀ computed once per layer, so the per-example work is one
   Hadamard product and one batched symmetric eigen-solve (of the smaller of J Jᵀ / JᵀJ; when m > n,
   JᵀJ = Wᵀ D² W by one batched matmul). σ = √max(λ, 0). The end-to-end J is formed by a batched chain
-  of matmuls in the cheaper association, then Gram + eigen-solve (measured faster than ``svdvals`` at
-  1000×1024 on CPU: ~70 ms vs ~90 ms per example in float64).
+  of matmuls in the cheaper association, then Gram + eigen-solve (faster than ``svdvals`` at the
+  paper's sizes; timings in benchmarks/README.md).
 * **estimate**: matrix-free (J or its Gram is never formed): J v and Jᵀ u are applied through the
   layer structure (v ↦ d ⊙ (v Wᵀ), u ↦ (d ⊙ u) W), batched over examples × probes. Lanczos with full
   reorthogonalisation on A = JᵀJ (or J Jᵀ, the smaller) from Gaussian probes gives: Hutchinson's trace
@@ -29,20 +29,20 @@ Two modes (``JacobianSpec.mode``):
 
 Precision (exact mode). Forming a Gram squares the condition number, so Grams and eigen-solves run in
 ``dtype`` = float64 by default: eigenvalue errors are ~N·ε₆₄·λ_max, so σ is resolved down to
-``sv_floor`` ≈ √(N ε₆₄) σ_max ≈ 3·10⁻⁷ σ_max at N = 1000. ``dtype=torch.float32`` is ~1.3× faster on
-CPU and keeps the mean σ within ~1e-6 (layers) / ~1.3e-5 (end to end) relative of a float64 SVD at the
-paper's sizes (measured), but resolves σ only down to ≈ 10⁻³ σ_max, which makes min_sv and the
-condition number of the paper's square layers meaningless: hence float64 as these functions' default.
-A run picks with ``diagnostics.jacobian.precision``, float32 by default there: the paper's quantities
-are the mean σ and mean σ², and float32 is what makes the per-snapshot cost bearable; ``sv_floor`` says
-below which σ a reported ``min_sv`` is noise. The
+``sv_floor`` ≈ √(N ε₆₄) σ_max ≈ 3·10⁻⁷ σ_max at N = 1000. ``dtype=torch.float32`` is cheaper (the cost
+ratio is in benchmarks/README.md) and keeps the mean σ within ~1e-6 (layers) / ~1.3e-5 (end to end)
+relative of a float64 SVD at the paper's sizes (measured), but resolves σ only down to ≈ 10⁻³ σ_max,
+which makes min_sv and the condition number of the paper's square layers meaningless: hence float64 as
+these functions' default. A run picks with ``diagnostics.jacobian.precision``, float32 by default there:
+the paper's quantities are the mean σ and mean σ², and float32 is what makes the per-snapshot cost
+bearable; ``sv_floor`` says below which σ a reported ``min_sv`` is noise. The
 end-to-end chain product runs in the model's own dtype (a float32 model's Jacobian is only
 float32-accurate anyway, as is autograd's); its rounding is added to ``sv_floor``. The eigen-solve is
 ``torch.linalg.eigvalsh`` (cuSOLVER) on CUDA; on the CPU it is OpenBLAS's ``?syevd`` from numpy's wheel,
 one single-threaded solve per core with OpenBLAS's own pool held at one thread (its spinning threads
 would fight torch's OpenMP threads), the per-example Gram formed in each worker's cache-resident
-scratch buffer (:mod:`glorot_core.instruments.lapack`: 1.45× faster than MKL's through torch at
-1000×1000 here), with ``torch.linalg.eigvalsh`` as the fallback where that LAPACK is not found.
+scratch buffer (:mod:`glorot_core.instruments.lapack`; compared with torch's solver in
+benchmarks/README.md), with ``torch.linalg.eigvalsh`` as the fallback where that LAPACK is not found.
 
 Outputs are dicts of device tensors; nothing here synchronises with the host (no ``.item()``, no
 Python branch on tensor values), the snapshot copies everything at once. Statistics over examples:
@@ -122,8 +122,8 @@ def _batched_eigvalsh(k: Tensor) -> Tensor:
     """Eigenvalues of a batch of symmetric matrices; ``k`` is scratch (its storage may be overwritten).
 
     On the CPU, :func:`glorot_core.instruments.lapack.eigvalsh` (OpenBLAS ``?syevd``, one
-    single-threaded solve per core: 1.45× faster than ``torch.linalg.eigvalsh`` at 1000×1000, see
-    there); elsewhere, or without that LAPACK, ``torch.linalg.eigvalsh`` (batched cuSOLVER on CUDA).
+    single-threaded solve per core, faster than ``torch.linalg.eigvalsh`` there, see
+    benchmarks/README.md); elsewhere, or without that LAPACK, ``torch.linalg.eigvalsh`` (batched cuSOLVER on CUDA).
     """
     w = lapack.eigvalsh(k, overwrite=True)  # None off the CPU or without that LAPACK
     return w if w is not None else torch.linalg.eigvalsh(k)
@@ -238,8 +238,8 @@ def _chain_eigvalsh_cpu(weights: list[Tensor], ds: list[Tensor], dtype: torch.dt
     """Gram eigenvalues of the end-to-end J, one example at a time inside lapack's workers (CPU).
 
     Per example: the chain product (single-threaded torch), its smaller Gram by ``?syrk`` and the
-    eigen-solve, all on cache-sized buffers and parallel over examples: measured 67 vs 79 ms per
-    1000×1024 example against the batched chain + Gram on 2 cores, and no (B, n, n) batch in memory.
+    eigen-solve, all on cache-sized buffers and parallel over examples: faster than the batched chain +
+    Gram (benchmarks/README.md), and no (B, n, n) batch in memory.
     None where lapack has no solver (the caller then runs the batched path).
     """
     k = min(weights[0].shape[1], weights[-1].shape[0])

@@ -1,13 +1,13 @@
 """Batched symmetric eigenvalues on the CPU through the LAPACK numpy ships, one single-threaded solve per core.
 
-The exact Jacobian mode spends most of its time in eigen-solves of 1000×1000 Grams (paper §4.2.2
-sizes). ``torch.linalg.eigvalsh`` on the CPU calls MKL's ``?syevd``; on this project's AMD EPYC
-machines (2 cores, AVX-512) OpenBLAS's ``ssyevd``, which numpy's wheel bundles, was measured 1.45×
-faster per matrix (19 ms vs 28 ms per 1000×1000 float32 matrix with both cores busy, same eigenvalues
-to 2e-5 of λ_max, the float32 resolution). A 1000×1000 tridiagonalisation is half matrix-vector work
-that scales poorly over threads, so one single-threaded solve runs on each core (LAPACK is called
-through ``ctypes``, which releases the GIL), with OpenBLAS's own pool limited to one thread meanwhile
-(``threadpoolctl``): its spinning threads would otherwise fight torch's OpenMP threads.
+The exact Jacobian mode spends most of its time in eigen-solves of 1000×1000 Grams (paper §4.2.2 sizes).
+``torch.linalg.eigvalsh`` on the CPU calls MKL's ``?syevd``; on the AMD EPYC machines this project was
+measured on, OpenBLAS's ``ssyevd``, which numpy's wheel bundles, was faster per matrix with the same
+eigenvalues to the float32 resolution (figures in benchmarks/README.md). A 1000×1000 tridiagonalisation
+is half matrix-vector work that scales poorly over threads, so one single-threaded solve runs on each
+core (LAPACK is called through ``ctypes``, which releases the GIL), with OpenBLAS's own pool limited to
+one thread meanwhile (``threadpoolctl``): its spinning threads would otherwise fight torch's OpenMP
+threads.
 
 The library is found through ``threadpoolctl`` (the BLAS numpy loaded) and called through LAPACKE's
 column-major interface, ``?syevd`` with ``jobz='N'`` (eigenvalues only, ascending, as torch returns
@@ -192,7 +192,7 @@ def gram_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     """The smaller Gram of ``x`` (x xᵀ if it is wide, else xᵀ x) written into ``out``.
 
     numpy's matmul calls BLAS ``?syrk`` for a product with its own transpose: half the flops of a GEMM
-    (measured 6.6 vs 11.4 ms per 1000×1024 example on 2 cores against torch's batched ``j @ j.mT``).
+    such as torch's batched ``j @ j.mT``.
     """
     return np.matmul(x, x.T, out=out) if x.shape[0] <= x.shape[1] else np.matmul(x.T, x, out=out)
 
