@@ -36,6 +36,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -63,6 +64,8 @@ _PR_SET_PDEATHSIG = 1
 READY_TIMEOUT_S = 300.0
 #: Seconds to wait for the fork server to confirm a fork.
 FORK_TIMEOUT_S = 60.0
+#: Least seconds between two starts by :meth:`ForkServer.start` (a server that keeps dying at import).
+RESTART_BACKOFF_S = 5.0
 
 
 def preload_job_modules(modules: Iterable[str] = JOB_MODULES) -> None:
@@ -73,7 +76,7 @@ def preload_job_modules(modules: Iterable[str] = JOB_MODULES) -> None:
     for name in modules:
         try:
             importlib.import_module(name)
-        except ImportError:
+        except Exception:  # an ImportError, or a broken module (SyntaxError) the job will report
             log.exception("could not preload %s", name)
     check_cuda_untouched()
 
@@ -236,14 +239,15 @@ class ForkServerLost(RuntimeError):
 class ForkServer:
     """The runner's end of a fork server: starts it, asks it for job processes, hears their ends.
 
-    ``on_exit`` is called (from a reader thread) whenever a job process ends or is lost, so a
-    supervisor can wake up at once. If the fork server dies, its job processes die with it (they
-    have ``PR_SET_PDEATHSIG``): each is reported ended with the reason ``the fork server died``,
-    and the next :meth:`fork` starts a new server.
+    ``notify`` is called (from a reader thread) when the server becomes ready and whenever a job
+    process ends or is lost, so a supervisor can wake up at once. If the fork server dies, its job
+    processes die with it (they have ``PR_SET_PDEATHSIG``): each is reported ended with the reason
+    ``died with the fork server`` (``server_lost``), and the next :meth:`start` or :meth:`fork`
+    starts a new server.
     """
 
-    def __init__(self, on_exit: Callable[[], None] | None = None, modules: tuple[str, ...] = JOB_MODULES) -> None:
-        self._on_exit = on_exit or (lambda: None)
+    def __init__(self, notify: Callable[[], None] | None = None, modules: tuple[str, ...] = JOB_MODULES) -> None:
+        self._notify = notify or (lambda: None)
         self._modules = modules
         self._mp = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()  # one request at a time; guards the fields below
@@ -253,6 +257,7 @@ class ForkServer:
         self._jobs: dict[str, JobProcess] = {}
         self._tokens = itertools.count(1)
         self._generation = 0
+        self._started_at = -RESTART_BACKOFF_S
 
     @property
     def pid(self) -> int | None:
@@ -262,10 +267,17 @@ class ForkServer:
     def is_alive(self) -> bool:
         return self._proc is not None and self._proc.is_alive()
 
-    def start(self) -> None:
-        """Spawn the fork server now (it imports the job modules in the background)."""
+    def ready(self) -> bool:
+        """Whether a :meth:`fork` now would be answered at once (the server has loaded its modules)."""
         with self._lock:
-            self._start_locked()
+            return self._conn is not None and self._ready.is_set() and self.is_alive()
+
+    def start(self) -> None:
+        """Spawn the fork server unless it runs (it imports the job modules in the background and
+        notifies when ready); a server that died is replaced at most every :data:`RESTART_BACKOFF_S`."""
+        with self._lock:
+            if time.monotonic() - self._started_at >= RESTART_BACKOFF_S or self._proc is None:
+                self._start_locked()
 
     def _start_locked(self) -> None:
         if self._proc is not None and self._proc.is_alive() and self._conn is not None:
@@ -276,6 +288,7 @@ class ForkServer:
         proc.start()
         theirs.close()
         self._generation += 1
+        self._started_at = time.monotonic()
         self._proc, self._conn, self._ready = proc, ours, threading.Event()
         threading.Thread(target=self._read, args=(ours, proc, self._ready, self._generation),
                          name="glorot-forkserver-reader", daemon=True).start()  # fmt: skip
@@ -340,6 +353,7 @@ class ForkServer:
                 kind = msg[0]
                 if kind == "ready":
                     ready.set()
+                    self._notify()
                     continue
                 job = self._jobs.get(msg[1])
                 if job is None:
@@ -372,4 +386,4 @@ class ForkServer:
         job.exit_reason = reason
         job.done.set()
         self._jobs.pop(job.token, None)
-        self._on_exit()
+        self._notify()

@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs import lifecycle
+from jobs import fairness, lifecycle
 from jobs.db import session_factory
 from jobs.models import Job, utcnow
 from jobs.settings import Settings
@@ -75,7 +75,7 @@ class LocalRunner:
         self._thread: threading.Thread | None = None
         self._slots: dict[str, _Slot] = {}
         # The fork server also loads this module: _child_main reaches it by name.
-        self._forkserver = ForkServer(on_exit=self.wake, modules=(*JOB_MODULES, __name__))
+        self._forkserver = ForkServer(notify=self.wake, modules=(*JOB_MODULES, __name__))
         self._last_reap = 0.0
 
     # ------------------------------------------------------------------------------ lifecycle
@@ -137,7 +137,12 @@ class LocalRunner:
         free = self.settings.local_runner_concurrency - len(self._slots)
         if free <= 0:
             return
-        for job_id in lifecycle.next_queued(self.factory, limit=free * 2):
+        if self.settings.local_runner_isolation == "process" and not self._forkserver.ready():
+            # Claim nothing until a job's process can start at once: a claimed job waiting for the fork
+            # server to import torch would write no heartbeat. Its ready report wakes this loop.
+            self._forkserver.start()
+            return
+        for job_id in fairness.fair_queued(self.factory, limit=free * 2):  # round robin over tenants
             if len(self._slots) >= self.settings.local_runner_concurrency or self._stop.is_set():
                 return
             attempt = lifecycle.claim(self.factory, job_id, self.worker_id)
@@ -151,8 +156,7 @@ class LocalRunner:
             try:
                 slot.proc = self._forkserver.fork(_child_main, (self.settings, job_id, attempt))
             except ForkServerLost as e:
-                log.error("job %s: could not start its process: %s", job_id, e)
-                lifecycle.fail(self.factory, job_id, attempt, f"could not start the job's process: {e}")
+                self._retry_or_fail(job_id, attempt, f"could not start the job's process: {e}")
                 return
         else:
             slot.thread = threading.Thread(target=self._run_in_thread, args=(job_id, attempt),
@@ -210,9 +214,17 @@ class LocalRunner:
         if reason is None:
             how = slot.proc.exit_reason if slot.proc is not None else "ended"
             reason = f"the job process {how} without finishing the job"
-            if slot.proc is not None and slot.proc.server_lost and slot.attempt < self.settings.max_attempts:
-                # Not the job's fault: run it again (the next claim is a new attempt).
-                if lifecycle.requeue(self.factory, slot.job_id, slot.attempt, reason):
-                    log.warning("job %s: re-queued (%s)", slot.job_id, reason)
+            if slot.proc is not None and slot.proc.server_lost:
+                self._retry_or_fail(slot.job_id, slot.attempt, reason)
                 return
         lifecycle.fail(self.factory, slot.job_id, slot.attempt, reason)
+
+    def _retry_or_fail(self, job_id: str, attempt: int, reason: str) -> None:
+        """The fork server failed the job (not the job's own doing): QUEUED again while attempts are
+        left (the next claim is a new attempt), else FAILED with ``reason``."""
+        log.error("job %s: %s", job_id, reason)
+        if attempt < self.settings.max_attempts:
+            if lifecycle.requeue(self.factory, job_id, attempt, reason):
+                log.warning("job %s: re-queued", job_id)
+            return
+        lifecycle.fail(self.factory, job_id, attempt, reason)

@@ -94,7 +94,7 @@ def _ended(job: JobProcess) -> str:
 @pytest.fixture
 def server() -> Any:
     ended = threading.Semaphore(0)
-    fs = ForkServer(on_exit=ended.release, modules=("colorsys",))  # a module nothing else imports
+    fs = ForkServer(notify=ended.release, modules=("colorsys",))  # a module nothing else imports
     fs.ended = ended  # type: ignore[attr-defined]
     yield fs
     fs.stop()
@@ -104,10 +104,12 @@ def server() -> Any:
 
 
 def test_job_processes_are_forked_warm_and_report_how_they_end(server: Any, tmp_path: Path) -> None:
+    server.start()
+    assert server.ended.acquire(timeout=300) and server.ready()  # told when the server is ready
     out = tmp_path / "self.json"
     job = server.fork(_describe_self, (str(out),))
     assert _ended(job) == "exited with code 0"
-    assert server.ended.acquire(timeout=5)  # the supervisor was told at once
+    assert server.ended.acquire(timeout=5)  # and when a job process ends
     seen = json.loads(out.read_text())
     assert seen["pid"] == job.pid and seen["ppid"] == server.pid != os.getpid()  # a child of the server
     assert seen["preloaded"]  # the server's preloaded modules are already there
