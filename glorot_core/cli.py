@@ -2,7 +2,7 @@
 
 Other packages add commands (``serve``, ``worker``, ``db``, ``keys``, ``submit``, …) through the
 ``glorot.cli`` entry-point group: each entry point is a function ``register(subparsers)``, so
-glorot_core never imports the service packages. Importing this module does not import torch (≈2 s):
+glorot_core never imports the service packages. Importing this module does not import torch (seconds):
 the commands that need it import the engine when they run, so ``glorot --help`` and the service's
 client commands start at once.
 """

@@ -64,8 +64,8 @@ def centred_variance(v: Tensor) -> Tensor:
 
 
 def _row_sum(d: Tensor) -> Tensor:
-    """Σd in float64 from float32 partial sums of 1024 entries (a float64 sum of every entry costs
-    8× a float32 one on the CPU; the partial sums keep ~1e-10 relative accuracy)."""
+    """Σd in float64 from float32 partial sums of 1024 entries (a float64 sum of every entry costs several
+    times a float32 one on the CPU; the partial sums keep ~1e-10 relative accuracy)."""
     n = d.numel()
     body = n - n % _ROW
     total = d[:body].view(-1, _ROW).sum(dim=1).sum(dtype=torch.float64) if body else \
