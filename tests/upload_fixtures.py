@@ -1,0 +1,84 @@
+"""Files the upload tests send: a small CNN in every format, a pickle that leaves a marker file when
+unpickled (planted alone and inside a .pt2), a TorchScript archive and zip bombs."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+CNN_ARCH: dict[str, Any] = {"kind": "cnn", "layers": [
+    {"type": "conv2d", "in_channels": 1, "out_channels": 4, "kernel_size": 3},
+    {"type": "activation", "name": "tanh"},
+    {"type": "pooling", "mode": "max", "kernel_size": 2},
+    {"type": "flatten"},
+    {"type": "linear", "in_features": 36, "out_features": 10},
+    {"type": "activation", "name": "softsign"},
+]}
+CNN_INPUT = {"shape": [1, 8, 8]}
+
+
+def small_cnn(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.Tanh(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 10),
+                         nn.Softsign())
+
+
+def write_cnn_files(folder: Path) -> dict[str, Path]:
+    """The same CNN as safetensors, state_dict (.pt) and torch.export (.pt2)."""
+    net = small_cnn()
+    paths = {"safetensors": folder / "cnn.safetensors", "state_dict": folder / "cnn.pt",
+             "exported": folder / "cnn.pt2"}
+    save_file(net.state_dict(), str(paths["safetensors"]))
+    torch.save(net.state_dict(), paths["state_dict"])
+    torch.export.save(torch.export.export(net, (torch.zeros(2, 1, 8, 8),)), str(paths["exported"]))
+    return paths
+
+
+class _Marker:
+    """Unpickling this calls ``open(marker, "w")``: the file appears iff the pickle was executed."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.marker), "w"))
+
+
+def evil_pickle(marker: Path) -> bytes:
+    return pickle.dumps({"0.weight": _Marker(marker)}, protocol=2)
+
+
+def evil_torch_save(marker: Path) -> bytes:
+    """A torch.save zip whose data.pkl runs code (what a full-pickle state_dict is)."""
+    buf = io.BytesIO()
+    torch.save({"x": _Marker(marker)}, buf)
+    return buf.getvalue()
+
+
+def plant_in_pt2(pt2: Path, out: Path, payload: bytes, member_suffix: str = "data/sample_inputs/model.pt") -> None:
+    """A copy of ``pt2`` whose member ending in ``member_suffix`` is replaced by ``payload``."""
+    with zipfile.ZipFile(pt2) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data = payload if info.filename.endswith(member_suffix) else src.read(info.filename)
+            dst.writestr(info, data)
+
+
+def torchscript_file(path: Path) -> None:
+    torch.jit.save(torch.jit.script(small_cnn()), str(path))
+
+
+def zip_bomb(path: Path, inflated: int = 200 << 20) -> None:
+    """A few hundred KB that inflate to ``inflated`` bytes of zeros, named like a .pt2 member."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        with z.open("m/data/sample_inputs/model.pt", "w", force_zip64=True) as f:
+            block = bytes(1 << 20)
+            for _ in range(inflated >> 20):
+                f.write(block)
+        z.writestr("m/archive_format", "pt2")
