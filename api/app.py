@@ -34,6 +34,7 @@ from api.middleware import (
     UnexpectedErrorMiddleware,
 )
 from api.routes import ops, router
+from api.uploads import UPLOAD_PATHS, uploads_router
 from jobs.data_roots import DATA_ROOT_NAME
 from jobs.db import session_factory
 from jobs.models import Job, JobState
@@ -133,9 +134,10 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
 
     app.include_router(router)
     app.include_router(ops)
+    app.include_router(uploads_router)
     install_docs(app)
     app.add_middleware(CompressionMiddleware, minimum_size=4096, compresslevel=6)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, exempt=UPLOAD_PATHS)
     app.add_middleware(PrometheusMiddleware, registry=registry)
     app.add_middleware(UnexpectedErrorMiddleware)  # last added = outermost: it sees every exception
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
