@@ -4,7 +4,7 @@
     glorot db upgrade|downgrade|current     Alembic migrations, the only way the schema is made
     glorot keys create --tenant NAME        a new API key, printed as the last line
     glorot keys list [--tenant NAME]        id, tenant, prefix, created, revoked (never the key)
-    glorot keys revoke ID                   revoke a key (running APIs honour it within the auth cache TTL)
+    glorot keys revoke ID                   revoke a key (running APIs honour it within a second)
     glorot submit SPEC.json [--wait]        submit; --wait shows a progress bar until the job ends
     glorot status ID                        the job as JSON
     glorot report ID [-o FILE]              the report as JSON

@@ -68,6 +68,9 @@ def stack(**extra: str) -> Iterator[Stack]:
         "GLOROT_HOME": str(home),
         "GLOROT_API_KEY_SECRET": "bench-secret-" + "x" * 32,
         "GLOROT_AUTO_MIGRATE": "false",
+        # throughput benchmarks drive one tenant flat out: no per-tenant rate limit or active-job cap
+        "GLOROT_TENANT_RATE_PER_S": "0",
+        "GLOROT_TENANT_MAX_ACTIVE_JOBS": "0",
         **extra,
     }
     try:
