@@ -13,9 +13,10 @@ For a probe point's activations Z (n monitor examples × m units), centred over 
 
 Follow-ups of the paper track a collapse of this rank with depth at poor initialisations (rank
 collapse), the geometric counterpart of the shrinking activation variances of Fig 6. The singular
-values come from the eigenvalues of the smaller Gram matrix of Z_c in float64. The eigen-solve is the
-expensive part (a 300×300 problem per layer), so by default this instrument runs at the first and last
-snapshot and every 4th one (its :class:`~glorot_core.instruments.base.Schedule`).
+values come from the eigenvalues of the smaller Gram matrix of Z_c in float64, all layers of the same
+size in one batched eigen-solve (on the CPU one single-threaded solve per core). The eigen-solve is
+the expensive part (a 300×300 problem per layer), so by default this instrument runs at the first and
+last snapshot and every 4th one (its :class:`~glorot_core.instruments.base.Schedule`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 
 from glorot_core.instruments import lapack
-from glorot_core.instruments.base import Instrument, Schedule
+from glorot_core.instruments.base import Instrument, Readings, Schedule, SnapshotCapture
 from glorot_core.instruments.monitor import Monitor
 from glorot_core.instruments.probe import Capture
 
@@ -34,24 +35,32 @@ Tensor = torch.Tensor
 DEFAULT_SCHEDULE = Schedule(every=4)
 
 
-def singular_values(z: Tensor) -> Tensor:
-    """Singular values (ascending, ≥ 0) of the example-centred ``z`` (examples × units), in float64."""
+def _gram(z: Tensor) -> Tensor:
+    """The smaller Gram matrix of the example-centred ``z`` (examples × units), in float64."""
     x = z.detach().reshape(z.shape[0], -1).to(torch.float64)
     x = x - x.mean(dim=0, keepdim=True)
-    gram = x @ x.T if x.shape[0] <= x.shape[1] else x.T @ x
-    eig = lapack.eigvalsh(gram, overwrite=True)
+    return x @ x.T if x.shape[0] <= x.shape[1] else x.T @ x
+
+
+def singular_values(grams: Tensor) -> Tensor:
+    """Singular values (ascending, ≥ 0) from a batch of Gram matrices (destroyed)."""
+    eig = lapack.eigvalsh(grams, overwrite=True)
     if eig is None:
-        eig = torch.linalg.eigvalsh(gram)
+        eig = torch.linalg.eigvalsh(grams)
     return eig.clamp_min(0).sqrt()
 
 
 def effective_rank(z: Tensor) -> dict[str, Tensor]:
-    """Roy–Vetterli effective rank, participation ratio and rank fraction of ``z`` (device tensors).
+    """Roy–Vetterli effective rank, participation ratio and rank fraction of ``z`` (device tensors)."""
+    return rank_statistics(singular_values(_gram(z)), z)
+
+
+def rank_statistics(sv: Tensor, z: Tensor) -> dict[str, Tensor]:
+    """The section from the singular values ``sv`` of the centred ``z``.
 
     Singular values below float64 rounding of the largest (k·ε·σ_max) are treated as 0, so an exactly
     rank-deficient Z_c is not credited with round-off directions. An all-zero Z_c has effective rank 0.
     """
-    sv = singular_values(z)
     k = sv.numel()
     floor = sv.max() * (k * torch.finfo(torch.float64).eps) if k else sv.new_zeros(())
     sv = torch.where(sv > floor, sv, torch.zeros_like(sv))
@@ -77,3 +86,16 @@ class EffectiveRank(Instrument):
 
     def measure_point(self, capture: Capture, monitor: Monitor) -> dict[str, Any]:
         return effective_rank(capture.z)
+
+    def measure(self, snap: SnapshotCapture, monitor: Monitor) -> Readings:
+        """Probe points whose Grams have the same size share one batched eigen-solve."""
+        grams = [_gram(c.z) for c in snap.points]
+        out: list[Any] = [None] * len(grams)
+        by_size: dict[int, list[int]] = {}
+        for i, g in enumerate(grams):
+            by_size.setdefault(g.shape[0], []).append(i)
+        for members in by_size.values():
+            svs = singular_values(torch.stack([grams[i] for i in members]))
+            for row, i in enumerate(members):
+                out[i] = rank_statistics(svs[row], snap.points[i].z)
+        return Readings(out)
