@@ -8,6 +8,7 @@
     glorot submit SPEC.json [--wait]        submit; --wait shows a progress bar until the job ends
     glorot status ID                        the job as JSON
     glorot report ID [-o FILE]              the report as JSON
+    glorot models upload|list|show|delete   uploaded models (docs/uploads.md)
 
 Client commands read $GLOROT_URL (default http://127.0.0.1:8000) and $GLOROT_API_KEY, or --url/--api-key.
 """
@@ -45,6 +46,8 @@ def register(sub: Any) -> None:
     q = ksub.add_parser("revoke", help="revoke an API key by the id `keys list` shows")
     q.add_argument("key_id", type=int)
     q.set_defaults(func=_cmd_keys_revoke)
+
+    _register_uploads(sub)
 
     for name, helptext, func in (
         ("submit", "submit an experiment spec to the service", _cmd_submit),
@@ -234,6 +237,88 @@ def _cmd_report(args: argparse.Namespace) -> int:
         else:
             Path(args.output).write_text(text)
             print(f"wrote {args.output}", file=sys.stderr)
+        return 0
+
+    return _run_client(go)
+
+
+# ------------------------------------------------------------------------------------------ uploads
+
+
+def _register_uploads(sub: Any) -> None:
+    p = sub.add_parser("models", help="uploaded models: upload, list, show, delete")
+    msub = p.add_subparsers(dest="models_command", required=True)
+    q = msub.add_parser("upload", help="upload a model file; prints the model with its probe points")
+    q.add_argument("file")
+    q.add_argument("--format", required=True, choices=("safetensors", "state_dict", "exported"))
+    q.add_argument("--name", default=None)
+    q.add_argument("--architecture", default=None, help="JSON file describing the network (weights-only formats)")
+    q.add_argument("--input-shape", default=None, help="one example's input shape, e.g. 1,28,28")
+    q.set_defaults(func=_cmd_models_upload)
+    q = msub.add_parser("list", help="list uploaded models (newest first)")
+    q.set_defaults(func=_cmd_models_list)
+    for name, func in (("show", _cmd_models_show), ("delete", _cmd_models_delete)):
+        q = msub.add_parser(name, help=f"{name} an uploaded model")
+        q.add_argument("model_id")
+        q.set_defaults(func=func)
+    for q in msub.choices.values():
+        q.add_argument("--url", default=None, help="service URL (default $GLOROT_URL or http://127.0.0.1:8000)")
+        q.add_argument("--api-key", default=None, help="API key (default $GLOROT_API_KEY)")
+
+
+def _cmd_models_upload(args: argparse.Namespace) -> int:
+    meta: dict[str, Any] = {"format": args.format}
+    if args.name:
+        meta["name"] = args.name
+    if args.architecture:
+        from glorot_core.cli import load_json
+
+        try:
+            meta["architecture"] = load_json(args.architecture)
+        except (OSError, json.JSONDecodeError) as e:
+            print(f"glorot models upload: cannot read {args.architecture}: {e}", file=sys.stderr)
+            return 2
+    if args.input_shape:
+        meta["input"] = {"shape": [int(d) for d in args.input_shape.split(",")]}
+
+    def go() -> int:
+        with _client(args) as c:
+            print(json.dumps(c.upload_model(args.file, meta), indent=1))
+        return 0
+
+    return _run_client(go)
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    def go() -> int:
+        with _client(args) as c:
+            cursor = None
+            while True:
+                page = c.models(cursor=cursor)
+                for m in page["items"]:
+                    print(f"{m['id']}  {m['format']:11}  {m['size']:>12}  {len(m['probe_points']):>3} probe points  "
+                          f"{m.get('name') or ''}")
+                cursor = page.get("next_cursor")
+                if not cursor:
+                    return 0
+
+    return _run_client(go)
+
+
+def _cmd_models_show(args: argparse.Namespace) -> int:
+    def go() -> int:
+        with _client(args) as c:
+            print(json.dumps(c.model(args.model_id), indent=1))
+        return 0
+
+    return _run_client(go)
+
+
+def _cmd_models_delete(args: argparse.Namespace) -> int:
+    def go() -> int:
+        with _client(args) as c:
+            c.delete_model(args.model_id)
+        print(f"deleted model {args.model_id}", file=sys.stderr)
         return 0
 
     return _run_client(go)

@@ -11,6 +11,7 @@ Errors come back as :class:`GlorotAPIError` carrying the RFC 9457 problem docume
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -117,3 +118,27 @@ class GlorotClient:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['state']} after {timeout_s} s")
             time.sleep(poll_s)
+
+    # ------------------------------------------------------------------------------ uploads (docs/uploads.md)
+
+    def upload_model(self, path: str | os.PathLike[str], metadata: dict[str, Any]) -> dict[str, Any]:
+        """POST /v1/models: the file (streamed from disk) and its metadata → the model with its probe points."""
+        with open(path, "rb") as f:
+            return self._call("POST", "/v1/models", files={"file": (os.path.basename(path), f)},
+                              data={"metadata": json.dumps(metadata)}).json()
+
+    def models(self, *, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in {"limit": limit, "cursor": cursor}.items() if v}
+        return self._call("GET", "/v1/models", params=params).json()
+
+    def model(self, model_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/models/{model_id}").json()
+
+    def delete_model(self, model_id: str) -> None:
+        self._call("DELETE", f"/v1/models/{model_id}")
+
+    def upload_data(self, path: str | os.PathLike[str], *, name: str | None = None) -> dict[str, Any]:
+        """POST /v1/data: an .npz of probe inputs (and optional labels) → its id, examples and arrays."""
+        with open(path, "rb") as f:
+            data = {"metadata": json.dumps({"name": name})} if name else {}
+            return self._call("POST", "/v1/data", files={"file": (os.path.basename(path), f)}, data=data).json()
