@@ -203,6 +203,7 @@ def run_loop(settings: Settings, enqueue: Callable[[str], Any], *, parent_pid: i
     broker = BrokerWatch(settings.broker_url)
     log.info("maintenance: reaper and sweeper every %.1fs (parent %s)", interval, parent_pid)
     next_round = next_look = time.monotonic()
+    db_down = False
     while not stop():
         if parent_pid is not None and os.getppid() != parent_pid:
             log.info("maintenance: parent worker %d is gone; exiting", parent_pid)
@@ -218,12 +219,14 @@ def run_loop(settings: Settings, enqueue: Callable[[str], Any], *, parent_pid: i
         if time.monotonic() >= next_round:
             try:
                 maintenance_once(factory, settings, enqueue, gate=gate)
+                db_down = False
             except Exception as e:
-                if is_transient(e):
-                    log.warning("maintenance round: database unreachable (%s); retrying in %.1fs",
-                                type(e).__name__, interval)
-                else:
+                if not is_transient(e):
                     log.exception("maintenance round failed; retrying in %.1fs", interval)
+                elif not db_down:  # once per outage
+                    log.warning("maintenance: database unreachable (%s); retrying every %.1fs",
+                                type(e).__name__, interval)
+                db_down = db_down or is_transient(e)
             next_round = time.monotonic() + interval
         time.sleep(min(0.25, interval))
 
