@@ -36,7 +36,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs import fairness, lifecycle
+from jobs import lifecycle
 from jobs.data_roots import resolve_data_root
 from jobs.db import session_factory
 from jobs.models import Job, JobState
@@ -82,7 +82,6 @@ def execute_job(
     settings: Settings | None = None,
     factory: sessionmaker[Session] | None = None,
     worker_id: str | None = None,
-    fair: bool = False,
 ) -> ExecutionResult:
     """Claim ``job_id`` and run it to a terminal state. Never raises for a failing job (it is FAILED
     with its error); returns without doing anything when the job is not claimable. Raises
@@ -91,10 +90,7 @@ def execute_job(
     factory = factory or session_factory(settings.resolved_database_url)
     worker_id = worker_id or default_worker_id()
     try:
-        if fair:  # ``job_id`` is a doorbell: claim the job that is due across tenants (jobs.fairness)
-            job_id, attempt = fairness.claim_fair(factory, job_id, worker_id)
-        else:
-            attempt = lifecycle.claim(factory, job_id, worker_id, retry_s=min(settings.db_retry_s, CLAIM_RETRY_S))
+        attempt = lifecycle.claim(factory, job_id, worker_id, retry_s=min(settings.db_retry_s, CLAIM_RETRY_S))
         holder = None if attempt is not None else retry_transient(
             lambda: lifecycle.holder(factory, job_id), timeout_s=CLAIM_RETRY_S, what=f"state of job {job_id}")
     except Exception as e:

@@ -93,11 +93,33 @@ def fail_if_held(job_id: str, task_id: str, reason: str) -> None:
         engine.dispose()
 
 
+def _due_job(job_id: str) -> str:
+    """The job this delivery runs: ``job_id``, or the job of the tenant that is due (``jobs.fairness``),
+    in which case ``job_id``'s message goes back to the tail of the queue. A private engine, closed
+    before the fork (as in :func:`fail_if_held`); if the database cannot tell, the delivered job."""
+    engine = create_db_engine(get_settings().resolved_database_url)
+    try:
+        due = fairness.due_instead(sessionmaker(bind=engine, expire_on_commit=False), job_id)
+    except Exception as e:  # the claim in the job's process meets the same outage and reports it
+        log.warning("job %s: fair pick unavailable (%s); running the delivered job", job_id, e)
+        return job_id
+    finally:
+        engine.dispose()
+    if due != job_id:
+        try:
+            enqueue_job(job_id)
+        except Exception as e:  # the skipped job would lose its message: run it now instead
+            log.warning("job %s: could not re-queue its message (%s); running it", job_id, e)
+            return job_id
+        log.info("job %s: its tenant is not due; running job %s, message re-queued", job_id, due)
+    return due
+
+
 def _job_process(job_id: str, worker_id: str) -> None:
     """The job's own process: cap its memory, then claim and run the job."""
     apply_job_limits(get_settings())
     try:
-        execute_job(job_id, worker_id=worker_id, fair=True)
+        execute_job(job_id, worker_id=worker_id)
     except ClaimUnavailable as e:
         log.warning("%s; the message goes back to the queue", e)
         sys.exit(EX_TEMPFAIL)
@@ -127,7 +149,8 @@ def run_job(self: Task, job_id: str) -> None:
     how it ended, if this delivery still holds it. A claim that failed for want of the database puts
     the message back in the queue (``Reject(requeue=True)``)."""
     check_cuda_untouched()  # this process forks every job: CUDA belongs in the job's process only
-    pid = fork_job(_job_process, (str(job_id), delivery_worker_id(self.request.id)))
+    due = _due_job(str(job_id))
+    pid = fork_job(_job_process, (due, delivery_worker_id(self.request.id)))
     status = _wait(pid)
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EX_TEMPFAIL:
         time.sleep(REQUEUE_DELAY_S)
