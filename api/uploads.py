@@ -42,8 +42,24 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"description": "file over the size limit or the tenant's quota", **_PROBLEM},
     415: {"description": "not multipart, or an unknown format", **_PROBLEM},
     422: {"description": "corrupt, unsafe or mismatched file, invalid metadata", **_PROBLEM},
+    429: {"description": "over the tenant's request rate (Retry-After)", **_PROBLEM},
+}
+_LIST_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "the cursor is not a next_cursor of this list", **_PROBLEM},
+    401: _ERRORS[401], 422: {"description": "invalid query parameters", **_PROBLEM}, 429: _ERRORS[429],
 }
 _NOT_FOUND = {404: {"description": "no such upload for this tenant", **_PROBLEM}}
+
+
+def _multipart_body(required: list[str], metadata: str) -> dict[str, Any]:
+    """The OpenAPI requestBody of an upload route: read as a stream (not by FastAPI), so declared here."""
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": required,
+        "properties": {"file": {"type": "string", "format": "binary"},
+                       "metadata": {"type": "string", "description": metadata}},
+    }}}}}
+
+
 
 
 def _limits(ctx: AppContext) -> InspectLimits:
@@ -91,6 +107,7 @@ def _store(ctx: AppContext, tenant_id: int, path: Path, sha256: str, size: int, 
     "`sha256`, `size`, `format` and the `probe_points` found. Full pickles, TorchScript and zip bombs are refused "
     "with nothing executed.",
     responses={**_ERRORS, 201: {"description": "stored", "content": {"application/json": {}}}},
+    openapi_extra=_multipart_body(["file", "metadata"], "JSON: format, name, architecture, input"),
 )
 async def upload_model(request: Request, ctx: CtxDep, principal: PrincipalDep) -> JSONResponse:
     received = await receive_upload(request, max_file_bytes=ctx.settings.max_upload_bytes)
@@ -125,6 +142,7 @@ async def upload_model(request: Request, ctx: CtxDep, principal: PrincipalDep) -
     description="multipart/form-data: `file` (an .npz with `inputs`, examples first, and optional integer "
     "`labels`) and optional `metadata` (JSON: `name`). 201 with `id`, `sha256`, `size`, `examples`, `arrays`.",
     responses={**_ERRORS, 201: {"description": "stored", "content": {"application/json": {}}}},
+    openapi_extra=_multipart_body(["file"], "JSON: name"),
 )
 async def upload_data(request: Request, ctx: CtxDep, principal: PrincipalDep) -> JSONResponse:
     received = await receive_upload(request, max_file_bytes=ctx.settings.max_upload_bytes)
@@ -172,7 +190,7 @@ def _blob_fields(session: Session, blob_id: int) -> tuple[str, int]:
     return b.sha256, b.size
 
 
-@uploads_router.get("/models", summary="List uploaded models (newest first)", responses=_ERRORS)
+@uploads_router.get("/models", summary="List uploaded models (newest first)", responses=_LIST_ERRORS)
 def list_models(
     ctx: CtxDep, principal: PrincipalDep,
     limit: Annotated[int | None, Query(ge=1, description="page size (capped by the server)")] = None,
