@@ -18,7 +18,7 @@ from glorot_core.activations import get_activation
 from glorot_core.data import check_fits, open_dataset
 from glorot_core.errors import SpecNotRunnable
 from glorot_core.instruments.host import to_host
-from glorot_core.instruments.snapshot import Monitor, error_rate, measure, registry_of
+from glorot_core.instruments.snapshot import Monitor, error_rate, measure
 from glorot_core.json_numbers import json_safe
 from glorot_core.losses import LOSSES
 from glorot_core.models import build_mlp
@@ -96,7 +96,7 @@ def run_experiment(
         entry = json_safe(snapshot_entry(
             host["measure"], step=step, examples_seen=step * spec.train.batch_size,
             test_error=host["test_error"], train_loss=host["train_loss"],
-            elapsed_s=time.monotonic() - started, registry=registry_of(mon),
+            elapsed_s=time.monotonic() - started,
         ))
         if on_snapshot is not None:
             on_snapshot(entry)
@@ -118,4 +118,4 @@ def run_experiment(
         progress(Progress(1.0, result.steps_done, spec.train.steps, "report", "building the report"))
     return build_report(spec, device=device, activation=act, points=model.probe_points(), init_info=init_info,
                         data_root=root, majority_error=majority_error, snapshots=snapshots, end=end,
-                        started=started, registry=registry_of(mon))
+                        started=started)

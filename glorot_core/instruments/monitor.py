@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 import torch
 
 from glorot_core.activations import Activation
-from glorot_core.instruments.base import Registry
 from glorot_core.instruments.histogram import Bins, OctaveBins
 from glorot_core.losses import Loss
 from glorot_core.spec import JacobianSpec
@@ -22,10 +21,7 @@ Tensor = torch.Tensor
 
 @dataclass
 class Monitor:
-    """The monitor set ``x``, ``y`` and the run's constants (activation, cost, Jacobian options, bins).
-
-    ``registry``: the instruments to run (None: the default set, ``glorot_core.instruments.registry``).
-    """
+    """The monitor set ``x``, ``y`` and the run's constants (activation, cost, Jacobian options, bins)."""
 
     x: Tensor
     y: Tensor
@@ -33,7 +29,6 @@ class Monitor:
     loss: Loss
     jacobian: JacobianSpec
     bins: int
-    registry: Registry | None = None
     _activation_bins: dict[str, Bins] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -1,7 +1,7 @@
 """The default instruments, in report order. A new statistic: one module, one line below.
 
-``register(instrument)`` adds one to the default registry (a plugin, a test); ``DEFAULT`` is what a
-run uses unless its :class:`~glorot_core.instruments.monitor.Monitor` is given another registry.
+``register(instrument)`` adds one to the default registry (a plugin, a test); ``DEFAULT`` is what
+``snapshot.measure``, ``report.snapshot_entry`` and ``report.metric_rows`` use unless given another.
 """
 
 from __future__ import annotations

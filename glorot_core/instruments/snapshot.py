@@ -22,12 +22,7 @@ from glorot_core.models import MLP, Trace
 
 Tensor = torch.Tensor
 
-__all__ = ["Monitor", "capture_mlp", "error_rate", "measure", "registry_of"]
-
-
-def registry_of(monitor: Monitor) -> Registry:
-    """The instruments a monitor runs: its own registry, else the default one."""
-    return monitor.registry if monitor.registry is not None else DEFAULT
+__all__ = ["Monitor", "capture_mlp", "error_rate", "measure"]
 
 
 def capture_mlp(
@@ -67,8 +62,11 @@ def capture_mlp(
     return snap, network
 
 
-def measure(model: MLP, mon: Monitor, *, index: int = 0, final: bool = False) -> dict[str, Any]:
-    """Every due instrument at the model's current weights, as device tensors (no host sync).
+def measure(
+    model: MLP, mon: Monitor, *, index: int = 0, final: bool = False, registry: Registry | None = None
+) -> dict[str, Any]:
+    """Every due instrument of ``registry`` (default: ``glorot_core.instruments.registry.DEFAULT``) at
+    the model's current weights, as device tensors (no host sync).
 
     ``index`` counts snapshots from 0 and ``final`` marks a run's last one (instrument schedules).
     Returns {"network": whole-network values, "sections": {section: {"layers": [...], "network": ...}
@@ -76,7 +74,7 @@ def measure(model: MLP, mon: Monitor, *, index: int = 0, final: bool = False) ->
     """
     snap, network = capture_mlp(model, mon, index=index, final=final)
     sections: dict[str, Any] = {}
-    for inst in registry_of(mon):
+    for inst in DEFAULT if registry is None else registry:
         if inst.due(snap, mon):
             r = inst.measure(snap, mon)
             sections[inst.section] = {"layers": r.layers, "network": r.network}
