@@ -104,15 +104,24 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _become_main_process() -> None:
+    """Let the job use ``multiprocessing`` as a process of its own: the fork server is a daemonic
+    multiprocessing child, and a job forked from it would otherwise inherit that flag and be refused
+    children ("daemonic processes are not allowed to have children"), and its sibling list."""
+    with contextlib.suppress(AttributeError):
+        multiprocessing.current_process()._config.pop("daemon", None)  # type: ignore[attr-defined]
+        multiprocessing.process._children = set()  # type: ignore[attr-defined]
+
+
 def fork_job(target: Callable[..., object], args: tuple[Any, ...] = (), *, close: Iterable[Any] = ()) -> int:
     """Fork a job process that runs ``target(*args)`` and exits; returns its pid (in the parent).
 
     The child closes ``close`` (the parent's pipes and pidfds: file descriptors or objects with
-    ``close()``), dies with its parent, restores default signal handling (a Celery pool process and a
-    fork server install their own) but ignores SIGINT (Ctrl-C in a terminal is the supervisor's to
-    handle), and exits with 0 when ``target`` returns, 1 when it raises (traceback on stderr; ``sys.exit(n)``
-    exits with ``n``). It never
-    returns into the parent's code, so nothing of the parent's (atexit hooks, pools) runs twice.
+    ``close()``), dies with its parent, may start processes of its own (not daemonic), restores default
+    signal handling (a Celery pool process and a fork server install their own) but ignores SIGINT
+    (Ctrl-C in a terminal is the supervisor's to handle), and exits with 0 when ``target`` returns, 1
+    when it raises (traceback on stderr; ``sys.exit(n)`` exits with ``n``). It never returns into the
+    parent's code, so nothing of the parent's (atexit hooks, pools) runs twice.
     """
     parent = os.getpid()
     pid = os.fork()
@@ -121,6 +130,7 @@ def fork_job(target: Callable[..., object], args: tuple[Any, ...] = (), *, close
     code = 1
     try:
         _die_with_parent(parent)
+        _become_main_process()
         for thing in close:
             with contextlib.suppress(OSError):
                 if isinstance(thing, int):

@@ -45,6 +45,16 @@ def _describe_self(path: str) -> None:
     )
 
 
+def _start_a_child() -> None:
+    """A job that uses multiprocessing itself (its fork server is a daemonic multiprocessing child)."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("fork").Process(target=os.getpid)
+    child.start()
+    child.join()
+    sys.exit(child.exitcode)
+
+
 def _fail() -> None:
     raise RuntimeError("the job's code raised")
 
@@ -116,6 +126,7 @@ def test_job_processes_are_forked_warm_and_report_how_they_end(server: Any, tmp_
     assert seen["sigint_ignored"] and seen["sigterm_default"]
 
     assert _ended(server.fork(_fail)) == "exited with code 1"
+    assert _ended(server.fork(_start_a_child)) == "exited with code 0"
 
     marker = tmp_path / "stubborn.pid"
     stubborn = server.fork(_stubborn, (str(marker),))
