@@ -11,11 +11,14 @@ re-run needlessly, and the recovery time of each fault.
 * **PostgreSQL outage** (``--pg-outage`` s): the workers reach the database through a TCP proxy that
   is cut (every connection dropped, new ones turned away) and restored; ``--real-restarts`` instead
   runs ``pg_ctlcluster <version> main restart`` (disrupts everything using that server). Recovery:
-  from the restore until every job QUEUED or RUNNING at that moment is claimed or finished.
+  from the restore until the first job is claimed or finished (work resumes).
 * **Redis restart** (``--redis-outage`` s): the workers reach Redis through a proxy; it is cut and the
   queue deleted (what a restart without persistence does to it), then restored; ``--real-restarts``
   instead shuts the real Redis down without saving and starts it again. Recovery: from the restore
   until every job left QUEUED has a message again or has been claimed.
+
+Keep the stream below the workers' capacity (``--interval`` above a job's duration / ``--workers``),
+or the backlog, not the faults, decides how long the drain takes.
 
 At the end the stream stops and every job is waited for (``--drain`` s). **lost**: a job that ended
 FAILED (all jobs here are healthy); **stuck**: not finished after the drain; **run twice**: attempts
@@ -151,10 +154,6 @@ def kills(run: Run, workers: list[Worker], n: int, fault: Fault, timeout: float)
         starting.join()
 
 
-def _open_jobs(run: Run) -> dict[str, int]:
-    return {j: r.attempt for j, r in run.rows().items() if r.state in ("QUEUED", "RUNNING")}
-
-
 def pg_outage(run: Run, proxy: TcpProxy | None, seconds: float, fault: Fault, timeout: float) -> None:
     if proxy is not None:
         proxy.cut()
@@ -163,18 +162,14 @@ def pg_outage(run: Run, proxy: TcpProxy | None, seconds: float, fault: Fault, ti
     else:
         version = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout.split()[0]
         subprocess.run(["pg_ctlcluster", version, "main", "restart"], check=True)
-    t0 = time.monotonic()
-    pending = _open_jobs(run)
-    took = _until(_queued_claimed(run, pending), timeout)
-    fault.recoveries.append(time.monotonic() - t0 if took is None else took)
+    before = {j: (r.state, r.attempt) for j, r in run.rows().items()}
+    took = _until(lambda: _moved(run, before), timeout)  # the first job claimed or finished after the return
+    fault.recoveries.append(timeout if took is None else took)
 
 
-def _queued_claimed(run: Run, pending: dict[str, int]) -> Callable[[], bool]:
-    """Every job QUEUED at the start is claimed or finished; every RUNNING one finished or still beating."""
-    def check() -> bool:
-        rows = run.rows()
-        return all(rows[j].state != "QUEUED" for j in pending)
-    return check
+def _moved(run: Run, before: dict[str, tuple[str, int]]) -> bool:
+    rows = run.rows()
+    return any((rows[j].state, rows[j].attempt) != seen for j, seen in before.items() if j in rows)
 
 
 def redis_outage(run: Run, env: Env, proxy: TcpProxy | None, seconds: float, fault: Fault, timeout: float) -> None:
@@ -187,10 +182,17 @@ def redis_outage(run: Run, env: Env, proxy: TcpProxy | None, seconds: float, fau
     else:
         with redis_restarted():
             time.sleep(seconds)
-    t0 = time.monotonic()
-    pending = {j: a for j, a in _open_jobs(run).items() if run.rows()[j].state == "QUEUED"}
-    took = _until(_queued_claimed(run, pending), timeout)
-    fault.recoveries.append(time.monotonic() - t0 if took is None else took)
+    from worker.maintenance import pending_job_ids
+
+    broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
+    queued = {j for j, r in run.rows().items() if r.state == "QUEUED"}
+
+    def redispatched() -> bool:  # every job left QUEUED has a message again (or was claimed)
+        left = {j for j in queued if run.rows()[j].state == "QUEUED"}
+        return left <= (pending_job_ids(broker, env.queue) or set())
+
+    took = _until(redispatched, timeout)
+    fault.recoveries.append(timeout if took is None else took)
 
 
 def main(argv: list[str] | None = None) -> int:
