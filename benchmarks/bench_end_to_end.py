@@ -25,6 +25,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from glorot_core.allocator import keep_freed_memory
 from glorot_core.data.shapeset import generate
 from glorot_core.models import build_mlp
 from glorot_core.runner import run_experiment
@@ -77,6 +78,7 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=4)
     args = ap.parse_args()
+    print(f"glibc keeps freed memory for reuse (as run_experiment sets it; the plain loop too): {keep_freed_memory()}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, steps {args.steps}, every {args.every}")
     plain(min(200, args.steps))  # warm-up (allocator, BLAS threads)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from glorot_core.activations import get_activation
+from glorot_core.allocator import keep_freed_memory
 from glorot_core.data import check_fits, open_dataset
 from glorot_core.errors import SpecNotRunnable
 from glorot_core.instruments.host import to_host
@@ -65,6 +66,7 @@ def run_experiment(
     exception: the report ends early with a ``diverged`` verdict naming the step and the layer.
     """
     started = time.monotonic()
+    keep_freed_memory()  # reuse freed tensor memory without page faults (glorot_core.allocator)
     if progress is not None:
         progress(Progress(0.0, 0, spec.train.steps, "setup", "building data and model"))
     device = resolve_device(spec.device)
