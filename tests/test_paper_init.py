@@ -89,8 +89,11 @@ def test_standard_init_is_flagged_vanishing(standard: dict, normalized: dict) ->
 
 
 def test_histograms_use_fixed_edges_and_count_every_value(standard: dict) -> None:
+    from glorot_core.spec import DiagnosticsSpec
+
     n = 300 * 1000
+    bins = DiagnosticsSpec().histogram_bins  # the spec's default, which the fixture's run uses
     for lay in standard["layers"]:
         h = lay["activation"]["histogram"]
-        assert h["edges"] == pytest.approx(torch.linspace(-1, 1, 51).tolist())
+        assert h["edges"] == pytest.approx(torch.linspace(-1, 1, bins + 1).tolist())
         assert sum(h["counts"]) + h["underflow"] + h["overflow"] + h["nonfinite"] == n
