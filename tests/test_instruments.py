@@ -69,3 +69,12 @@ def test_to_host_rebuilds_the_tree_and_json_safe_keeps_nonfinite() -> None:
     assert host["a"] == 1.5 and host["b"][0] == [1, 2] and host["d"] == "text" and host["e"] is None
     assert isinstance(host["b"][0][0], int) and math.isnan(host["b"][1]["c"][0][1])
     assert json_safe(host)["b"][1]["c"] == [[1.0, "NaN"]]
+
+
+def test_one_pass_gradient_moments_agree_with_float64() -> None:
+    # Gradients are centred; even a mean of 10 std keeps the one-pass variance within ε·(1 + 100).
+    g = torch.randn(1_000_000, generator=torch.Generator().manual_seed(3)) * 1e-4 + 1e-3
+    s = tensor_summary(torch.cat([g, NONFINITE]), OctaveBins(), centred=True)
+    assert float(s["mean"]) == pytest.approx(float(g.double().mean()), rel=1e-6)
+    assert float(s["std"]) == pytest.approx(float(g.double().std()), rel=1e-4)
+    assert int(s["nonfinite"]) == 3
