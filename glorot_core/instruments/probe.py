@@ -13,7 +13,7 @@ unit; a convolution will also pool ``height`` and ``width`` and keep ``channels`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -82,7 +82,6 @@ class Capture:
     grad_s: Tensor
     z_in: Tensor | None = None
     weight: Tensor | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def examples(self) -> int:
