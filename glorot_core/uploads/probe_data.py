@@ -16,17 +16,29 @@ import math
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from glorot_core.uploads.archive import ArchiveLimits, open_checked_zip
 from glorot_core.uploads.errors import UploadRefused
 
 MAX_EXAMPLES = 1_000_000
-Dim = Annotated[int, Field(ge=1, le=65_536)]
+
+
+def _no_text_or_bool(value: Any) -> Any:
+    """Numbers are strict, as everywhere in a spec: ``"8"`` or ``true`` is refused, not coerced."""
+    if isinstance(value, str | bytes | bool):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+_Number = BeforeValidator(_no_text_or_bool)
+Dim = Annotated[int, Field(ge=1, le=65_536), _Number]
+Seed = Annotated[int, Field(ge=0, le=2**64 - 1), _Number]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class RandomData(_Strict):
@@ -35,14 +47,16 @@ class RandomData(_Strict):
     dataset: Literal["random"]
     shape: list[Dim] = Field(min_length=1, max_length=4)
     distribution: Literal["normal", "uniform"] = "normal"
+    seed: Seed = Field(0, description="seed of the random inputs")
 
 
 class TokenData(_Strict):
     """Random token ids in ``[0, vocab_size)``, ``sequence_length`` per example, for token models."""
 
     dataset: Literal["tokens"]
-    vocab_size: Annotated[int, Field(ge=2, le=10_000_000)]
+    vocab_size: Annotated[int, Field(ge=2, le=10_000_000), _Number]
     sequence_length: Dim
+    seed: Seed = Field(0, description="seed of the random token ids")
 
 
 class NpzData(_Strict):
