@@ -26,8 +26,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     Strict,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -36,6 +38,9 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from glorot_core.activations import ACTIVATION_NAMES
+from glorot_core.uploads.architecture import Architecture
+from glorot_core.uploads.metadata import InputSpec
+from glorot_core.uploads.probe_data import NpzData, RandomData, TokenData
 
 MAX_WIDTH = 65_536
 DEFAULT_MAX_PARAMETERS = 100_000_000
@@ -110,6 +115,65 @@ class ModelSpec(_Strict):
         return sum(a * b + b for a, b in itertools.pairwise(w))
 
 
+class UploadedModelSpec(_Strict):
+    """A model uploaded to the service (``POST /v1/models``), named by its id (docs/uploads.md)."""
+
+    source: Literal["uploaded"]
+    model_id: str = Field(min_length=1, max_length=64)
+
+
+class FileModelSpec(_Strict):
+    """A model file on this machine, for offline runs (``glorot run``); the service refuses it.
+
+    ``format``, ``architecture`` and ``input`` mean what they mean in an upload's metadata."""
+
+    source: Literal["file"]
+    path: str = Field(min_length=1, max_length=4096)
+    format: Literal["safetensors", "state_dict", "exported"]
+    architecture: Architecture | None = None
+    input: InputSpec | None = None
+
+    @model_validator(mode="after")
+    def _described(self) -> FileModelSpec:
+        from glorot_core.uploads.errors import UploadRefused
+        from glorot_core.uploads.metadata import parse_metadata
+
+        try:
+            parse_metadata(self.metadata())
+        except UploadRefused as e:
+            raise PydanticCustomError("model_file", "{detail}", {"detail": e.detail}) from None
+        return self
+
+    def metadata(self) -> dict[str, Any]:
+        """The file's description in the form of an upload's ``metadata``."""
+        return self.model_dump(mode="json", include={"format", "architecture", "input"}, exclude_none=True)
+
+
+def _model_source(v: Any) -> str | None:
+    """The model union's tag: ``source``, the built-in MLP when absent (every spec before uploads)."""
+    source = v.get("source", "mlp") if isinstance(v, dict) else getattr(v, "source", None)
+    return source if isinstance(source, str) else None
+
+
+AnyModelSpec = Annotated[
+    Annotated[ModelSpec, Tag("mlp")] | Annotated[UploadedModelSpec, Tag("uploaded")]
+    | Annotated[FileModelSpec, Tag("file")],
+    Discriminator(_model_source),
+]
+"""``model``: the built-in MLP (``source`` "mlp", the default), an uploaded model or a local model file."""
+
+
+def _data_kind(v: Any) -> str | None:
+    """The data union's tag: probe data for uploaded models (random, tokens, an uploaded .npz) or a data set."""
+    if isinstance(v, dict):
+        dataset, uploaded = v.get("dataset"), "upload_id" in v
+    else:
+        dataset, uploaded = getattr(v, "dataset", None), isinstance(v, NpzData)
+    if dataset in ("random", "tokens"):
+        return str(dataset)
+    return "npz_upload" if dataset == "npz" and uploaded else "data_set"
+
+
 InputBound = Annotated[Float, Field(ge=-MAX_INPUT_MAGNITUDE, le=MAX_INPUT_MAGNITUDE)]
 
 
@@ -179,6 +243,12 @@ class DiagnosticsSpec(_Strict):
 
 
 DeviceName = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")]
+AnyDataSpec = Annotated[
+    Annotated[DataSpec, Tag("data_set")] | Annotated[RandomData, Tag("random")] | Annotated[TokenData, Tag("tokens")]
+    | Annotated[NpzData, Tag("npz_upload")],
+    Discriminator(_data_kind),
+]
+"""``data``: a data set (built-in or the user's files), or probe data for an uploaded model."""
 
 
 class ExperimentSpec(_Strict):
@@ -186,11 +256,23 @@ class ExperimentSpec(_Strict):
 
     schema_version: Literal[1] = 1
     name: str = Field("experiment", min_length=1, max_length=200)
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    data: DataSpec = Field(default_factory=DataSpec)
+    model: AnyModelSpec = Field(default_factory=ModelSpec)
+    data: AnyDataSpec = Field(default_factory=DataSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     diagnostics: DiagnosticsSpec = Field(default_factory=DiagnosticsSpec)
     device: DeviceName = "auto"
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _untagged_paths(cls, data: Any, handler: Any) -> Any:
+        """Error paths without the unions' tags: ``model.hidden.2``, not ``model.mlp.hidden.2``."""
+        try:
+            return handler(data)
+        except ValidationError as e:
+            raise ValidationError.from_exception_data(cls.__name__, [
+                InitErrorDetails(type=PydanticCustomError(err["type"], _literal(err["msg"])), loc=_untag(err["loc"]),
+                                 input=err.get("input"))
+                for err in e.errors()]) from None
 
     @field_validator("schema_version", mode="before")
     @classmethod
@@ -203,6 +285,16 @@ class ExperimentSpec(_Strict):
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> ExperimentSpec:
         errors: list[InitErrorDetails] = []
+        if not isinstance(self.model, ModelSpec):
+            errors = _uploaded_model_errors(self)
+        elif not isinstance(self.data, DataSpec):
+            errors.append(_error("probe_data_needs_uploaded_model", ("data", "dataset"), self.data.dataset,
+                                 f"data set {self.data.dataset!r} is probe data for uploaded models; the built-in "
+                                 "MLP needs a data set with labels"))
+        if errors or not isinstance(self.model, ModelSpec) or not isinstance(self.data, DataSpec):
+            if errors:
+                raise ValidationError.from_exception_data(type(self).__name__, errors)
+            return self
         cap = _parameter_cap(info.context)
         count = self.model.parameter_count
         if count > cap:
@@ -225,6 +317,37 @@ class ExperimentSpec(_Strict):
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
+
+
+_UNION_TAGS = {"model": frozenset({"mlp", "uploaded", "file"}),
+               "data": frozenset({"data_set", "random", "tokens", "npz_upload"})}
+
+
+def _untag(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """``loc`` without the tag pydantic inserts after a tagged union's field name."""
+    if len(loc) >= 2 and loc[1] in _UNION_TAGS.get(str(loc[0]), ()):
+        return (loc[0], *loc[2:])
+    return loc
+
+
+def _literal(message: str) -> str:
+    """``message`` as a PydanticCustomError template that renders to itself."""
+    return message.replace("{", "{{").replace("}", "}}")
+
+
+def _uploaded_model_errors(spec: ExperimentSpec) -> list[InitErrorDetails]:
+    """An uploaded model is diagnosed where it stands: no training steps, no Jacobian (not yet computed for
+    uploaded models; docs/uploads.md). The Jacobian's default is simply not run; asking for it is an error."""
+    errors = []
+    if spec.train.steps != 0:
+        errors.append(_error("uploaded_model_not_trained", ("train", "steps"), spec.train.steps,
+                             "an uploaded model is diagnosed as uploaded: train.steps must be 0"))
+    jac = spec.diagnostics.jacobian
+    if "jacobian" in spec.diagnostics.model_fields_set and "mode" in jac.model_fields_set and jac.mode != "off":
+        errors.append(_error("jacobian_unavailable", ("diagnostics", "jacobian", "mode"), jac.mode,
+                             "Jacobians of uploaded models are not computed yet: set diagnostics.jacobian.mode "
+                             "to 'off' or leave it out"))
+    return errors
 
 
 def _error(kind: str, loc: tuple[str, ...], value: Any, message: str) -> InitErrorDetails:
