@@ -25,6 +25,7 @@ from api import problems
 from api.deps import AppContext
 from api.dispatch import Dispatcher, LocalDispatcher
 from api.docs_ui import install_docs
+from api.figures import figures_router
 from api.jobcache import JobCache
 from api.middleware import (
     BodyLimitMiddleware,
@@ -33,6 +34,7 @@ from api.middleware import (
     PrometheusMiddleware,
     UnexpectedErrorMiddleware,
 )
+from api.presets import presets_router
 from api.routes import ops, router
 from api.uploads import UPLOAD_PATHS, uploads_router
 from jobs.data_roots import DATA_ROOT_NAME
@@ -135,6 +137,8 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.include_router(router)
     app.include_router(ops)
     app.include_router(uploads_router)
+    app.include_router(presets_router)
+    app.include_router(figures_router)
     install_docs(app)
     app.add_middleware(CompressionMiddleware, minimum_size=4096, compresslevel=6)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, exempt=UPLOAD_PATHS)

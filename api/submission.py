@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 
 from api.deps import AppContext, CtxDep, Principal, PrincipalDep
 from api.json_body import parse_json_body
+from api.presets import check_preset_data, expand_body
 from api.problems import Problem, field_errors
 from api.security import request_hash
 from glorot_core.spec import ExperimentSpec, validate_spec
@@ -121,10 +122,11 @@ async def validated_submission(
     _check_media_type(request)
     body = parse_json_body(await request.body())  # 422 with field paths for anything not plain JSON
     try:
-        spec = validate_spec(body, max_parameters=ctx.settings.max_parameters)
+        spec = validate_spec(expand_body(body), max_parameters=ctx.settings.max_parameters)  # a preset's spec
     except ValidationError as e:
         raise _invalid(field_errors(e.errors(), ("body",))) from None
     _check_data_root(spec, ctx)
+    check_preset_data(body, spec, ctx.settings)  # MNIST/CIFAR-10 presets: 422 when the files are absent
     nul = _find_nul(body)
     if nul is not None:
         raise _invalid(field_errors([{"loc": nul, "msg": "NUL characters are not allowed", "type": "string_nul",

@@ -149,6 +149,18 @@ def run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
+def _figure_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("report", help="a JSON report (glorot run -o, or the service's report), or - for stdin")
+    p.add_argument("-o", "--output-dir", default="figures", help="folder to write NAME.png / NAME.svg into")
+    p.add_argument("--format", choices=["png", "svg", "both"], default="both", help="default: both")
+
+
+def _cmd_figures(args: argparse.Namespace) -> int:
+    from glorot_core.figures.command import run  # imports matplotlib: only when the command runs
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glorot", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="-", help="report file (default: stdout)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     p.set_defaults(func=run_cli)
+    p = sub.add_parser("figures", help="draw a report's figures as the paper draws them (PNG and SVG) into a folder")
+    p.set_defaults(func=_cmd_figures)
+    _figure_arguments(p)
     for ep in entry_points(group="glorot.cli"):
         try:
             register = ep.load()

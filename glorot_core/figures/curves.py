@@ -1,0 +1,115 @@
+"""Statistics over training, one series per hidden layer, as the paper draws them.
+
+* Fig 2: mean activation per layer (line) with its standard deviation (vertical bars).
+* Figs 3 and 10: 98th percentile of the activations per layer (markers alone) and their standard
+  deviation (line with markers).
+* Fig 9: the weight gradients' standard-deviation interval per layer (mean ± std, ∂C/∂W of the mean
+  cost over the monitor set, eq. 7).
+* Figs 11–12: test error against the number of training examples seen.
+
+The x axis is the number of mini-batch updates (the paper's "epoch" is 20,000 of them), except for
+test error, which the paper plots against examples seen.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from glorot_core.figures._base import Report, layer_colors, layer_label, new_figure, number
+
+UPDATES_LABEL = "mini-batch updates (the paper's epoch = 20,000)"
+
+
+def _snapshots(report: Report, section: str) -> list[dict[str, Any]]:
+    """Snapshots where ``section`` was measured in every layer."""
+    return [s for s in report.get("snapshots", []) if s.get("layers") and all(lay.get(section) for lay in s["layers"])]
+
+
+def layer_series(report: Report, section: str, field: str) -> tuple[list[int], list[list[float]]]:
+    """Steps, and per layer the values of ``section.field`` at those steps."""
+    snaps = _snapshots(report, section)
+    steps = [int(s["step"]) for s in snaps]
+    n = len(report.get("layers", []))
+    return steps, [[number(s["layers"][i][section].get(field)) for s in snaps] for i in range(n)]
+
+
+def over_training(report: Report, section: str) -> bool:
+    """Whether ``section`` has at least two snapshots to draw a curve through."""
+    return len(_snapshots(report, section)) >= 2
+
+
+def mean_std(report: Report) -> Figure:
+    """Fig 2: per layer, the mean activation over training with ± one standard deviation as bars."""
+    fig, (ax,) = new_figure(report, "Activation mean and standard deviation per layer (Fig 2)")
+    steps, means = layer_series(report, "activation", "mean")
+    _, stds = layer_series(report, "activation", "std")
+    span = (steps[-1] - steps[0]) if steps else 1
+    for i, (m, s, c) in enumerate(zip(means, stds, layer_colors(len(means)), strict=True)):
+        shift = (i - (len(means) - 1) / 2) * 0.006 * span  # the bars of the layers side by side, not on top
+        ax.errorbar([x + shift for x in steps], m, yerr=s, color=c, marker="o", markersize=3, capsize=2,
+                    linewidth=1.2, elinewidth=0.8, label=layer_label(report, i + 1), gid=f"mean-layer{i + 1}")
+    ax.set_xlabel(UPDATES_LABEL)
+    ax.set_ylabel("activation value: mean (line), ± std (bars)")
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def percentiles_std(report: Report) -> Figure:
+    """Figs 3 and 10: per layer, the 98th percentile (markers alone) and the std (line) over training."""
+    fig, (ax,) = new_figure(report, "Activation 98th percentiles (markers) and standard deviation (lines), "
+                            "Figs 3 and 10")
+    steps, p98 = layer_series(report, "activation", "p98")
+    _, stds = layer_series(report, "activation", "std")
+    for i, (p, s, c) in enumerate(zip(p98, stds, layer_colors(len(p98)), strict=True)):
+        ax.plot(steps, p, linestyle="none", marker="^", markersize=5, color=c,
+                label=f"{layer_label(report, i + 1)} 98th pct", gid=f"p98-layer{i + 1}")
+        ax.plot(steps, s, linestyle="-", marker=".", color=c, label=f"{layer_label(report, i + 1)} std",
+                gid=f"std-layer{i + 1}")
+    ax.set_xlabel(UPDATES_LABEL)
+    ax.set_ylabel("activation value: 98th percentile, std")
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    return fig
+
+
+def weight_grad_std(report: Report) -> Figure:
+    """Fig 9: per layer, the weight gradient's mean ± standard deviation over training."""
+    fig, (ax,) = new_figure(report, "Weight-gradient standard-deviation intervals per layer (Fig 9)")
+    steps, means = layer_series(report, "weight_grad", "mean")
+    _, stds = layer_series(report, "weight_grad", "std")
+    span = (steps[-1] - steps[0]) if steps else 1
+    for i, (m, s, c) in enumerate(zip(means, stds, layer_colors(len(means)), strict=True)):
+        shift = (i - (len(means) - 1) / 2) * 0.008 * span
+        ax.errorbar([x + shift for x in steps], m, yerr=s, color=c, linestyle="none", marker="_", capsize=3,
+                    elinewidth=1.5, label=layer_label(report, i + 1), gid=f"wgrad-layer{i + 1}")
+    ax.set_xlabel(UPDATES_LABEL)
+    ax.set_ylabel("∂C/∂W: mean ± std")
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def error_series(report: Report) -> tuple[list[int], list[float]]:
+    """Examples seen and test error at every snapshot that measured it."""
+    snaps = [s for s in report.get("snapshots", []) if s.get("test_error") is not None]
+    return [int(s["examples_seen"]) for s in snaps], [number(s["test_error"]) for s in snaps]
+
+
+def has_test_error(report: Report) -> bool:
+    return len(error_series(report)[0]) >= 2
+
+
+def error_curve(report: Report) -> Figure:
+    """Figs 11–12: test error against examples seen, with the majority-class error for reference."""
+    fig, (ax,) = new_figure(report, "Test error against examples seen (Figs 11, 12)")
+    seen, err = error_series(report)
+    spec = report.get("spec", {})
+    label = f"{spec.get('model', {}).get('activation')} {spec.get('model', {}).get('init')}"
+    ax.plot(seen, err, marker=".", label=label, gid="test-error")
+    prior = report.get("resolved", {}).get("majority_class_error")
+    if prior is not None:
+        ax.axhline(number(prior), color="grey", linestyle=":", label="majority-class error", gid="prior")
+    ax.set_xlabel("examples seen")
+    ax.set_ylabel("test error")
+    ax.legend(fontsize=8, loc="best")
+    return fig
