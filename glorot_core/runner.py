@@ -10,7 +10,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -27,6 +27,9 @@ from glorot_core.progress import CancelCheck, Progress, ProgressCallback
 from glorot_core.report import build_report, snapshot_entry
 from glorot_core.spec import ExperimentSpec
 from glorot_core.training import train
+
+if TYPE_CHECKING:
+    from glorot_core.diagnose_model import ModelFiles
 
 LSUV_EXAMPLES = 500
 
@@ -54,8 +57,12 @@ def run_experiment(
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
     on_snapshot: Callable[[dict[str, Any]], None] | None = None,
+    model_files: ModelFiles | None = None,
 ) -> dict[str, Any]:
     """Run ``spec`` and return its JSON-ready report (schema_version 1, docs/architecture.md).
+
+    A spec whose ``model.source`` is not the built-in MLP is diagnosed by
+    ``glorot_core.diagnose_model`` (``model_files``: the local copies of an uploaded model).
 
     ``on_snapshot`` receives each snapshot (the JSON-ready dict that will appear in the report's
     ``snapshots``) as soon as it is taken, on the training thread: it must be quick (hand the data
@@ -65,6 +72,11 @@ def run_experiment(
     ``DataUnavailable`` / ``SpecNotRunnable`` when the spec cannot run here. Divergence is not an
     exception: the report ends early with a ``diverged`` verdict naming the step and the layer.
     """
+    if spec.model.source != "mlp":
+        from glorot_core.diagnose_model import diagnose_model
+
+        return diagnose_model(spec, files=model_files, progress=progress, should_cancel=should_cancel,
+                              on_snapshot=on_snapshot)
     started = time.monotonic()
     keep_freed_memory()  # reuse freed tensor memory without page faults (glorot_core.allocator)
     if progress is not None:

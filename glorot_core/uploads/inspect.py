@@ -51,14 +51,28 @@ class ModelInfo:
                     for p in d["probe_points"]], tuple(d["input"]["shape"]), d["input"]["dtype"], int(d["parameters"]))
 
 
-def inspect_model_file(path: Path, metadata: UploadMetadata | dict[str, Any],
-                       limits: InspectLimits | None = None) -> ModelInfo:
-    """Check and load the model at ``path`` as ``metadata`` declares it; :class:`UploadRefused` if it is
-    not accepted (docs/uploads.md lists every refusal)."""
+@dataclass
+class LoadedModel:
+    """A checked and loaded model, in eval mode: ``module`` is the described ``nn.Sequential`` or, for an
+    exported program, ``program.module()`` (an ``fx.GraphModule``; ``program`` keeps the program itself).
+    ``batch`` is the batch size an exported program was traced with when it is static (it then only runs
+    on batches of that size), None when any size runs."""
+
+    module: Any
+    input_shape: tuple[int, ...]
+    input_dtype: str
+    parameters: int
+    program: Any = None
+    batch: int | None = None
+
+
+def load_model(path: Path, metadata: UploadMetadata | dict[str, Any],
+               limits: InspectLimits | None = None) -> LoadedModel:
+    """Check and load the model at ``path`` as ``metadata`` declares it, with the safe loaders of the
+    upload check (:mod:`glorot_core.uploads.loaders`); :class:`UploadRefused` if it is not accepted."""
     import torch
 
     from glorot_core.uploads import loaders
-    from glorot_core.uploads.probe_points import graph_probe_points, sequential_probe_points
 
     limits = limits or InspectLimits()
     meta = metadata if isinstance(metadata, UploadMetadata) else parse_metadata(metadata)
@@ -73,23 +87,38 @@ def inspect_model_file(path: Path, metadata: UploadMetadata | dict[str, Any],
         if meta.input is not None and (list(shape) != meta.input.shape or dtype != meta.input.dtype):
             raise UploadRefused(422, "input-mismatch", f"metadata.input says {meta.input.shape} {meta.input.dtype}"
                                 f", the program takes {list(shape)} {dtype}")
-        points = graph_probe_points(ep.graph)
+        batch = vals[0].shape[0]
         params = sum(int(v.numel()) for v in ep.state_dict.values())
+        return LoadedModel(ep.module(), shape, dtype, params, program=ep,
+                           batch=batch if isinstance(batch, int) else None)
+    assert meta.architecture is not None  # parse_metadata requires it for weight formats
+    state = (loaders.load_safetensors(path) if meta.format == "safetensors"
+             else loaders.load_state_dict_file(path, limits.archive))
+    net = loaders.into_architecture(state, meta.architecture, limits.max_parameters)
+    if meta.input is not None:
+        shape, dtype = tuple(meta.input.shape), meta.input.dtype
+    else:  # an MLP (parse_metadata requires an input for a CNN)
+        shape, dtype = meta.architecture.input_shape(), "float32"  # type: ignore[union-attr]
+    return LoadedModel(net, shape, dtype, sum(int(p.numel()) for p in net.parameters()))
+
+
+def inspect_model_file(path: Path, metadata: UploadMetadata | dict[str, Any],
+                       limits: InspectLimits | None = None) -> ModelInfo:
+    """Check and load the model at ``path`` as ``metadata`` declares it; :class:`UploadRefused` if it is
+    not accepted (docs/uploads.md lists every refusal)."""
+    import torch
+
+    from glorot_core.uploads.probe_points import graph_probe_points, sequential_probe_points
+
+    loaded = load_model(path, metadata, limits)
+    if loaded.program is not None:
+        points = graph_probe_points(loaded.program.graph)
     else:
-        assert meta.architecture is not None  # parse_metadata requires it for weight formats
-        state = (loaders.load_safetensors(path) if meta.format == "safetensors"
-                 else loaders.load_state_dict_file(path, limits.archive))
-        net = loaders.into_architecture(state, meta.architecture, limits.max_parameters)
-        if meta.input is not None:
-            shape, dtype = tuple(meta.input.shape), meta.input.dtype
-        else:  # an MLP (parse_metadata requires an input for a CNN)
-            shape, dtype = meta.architecture.input_shape(), "float32"  # type: ignore[union-attr]
-        points = sequential_probe_points(net, shape, getattr(torch, dtype))
-        params = sum(int(p.numel()) for p in net.parameters())
+        points = sequential_probe_points(loaded.module, loaded.input_shape, getattr(torch, loaded.input_dtype))
     if not points:
         raise UploadRefused(422, "no-probe-points", "the model has no activation to observe (no tanh, sigmoid, "
                             "relu, gelu, silu, softsign, … module or op)")
-    return ModelInfo(points, shape, dtype, params)
+    return ModelInfo(points, loaded.input_shape, loaded.input_dtype, loaded.parameters)
 
 
 def inspect_in_child(path: Path, metadata: dict[str, Any], limits: InspectLimits | None = None) -> ModelInfo:

@@ -22,13 +22,13 @@ import torch
 from torch import nn
 
 #: Activation modules and the activation name they carry.
-_MODULE_ACTIVATIONS: dict[type[nn.Module], str] = {
+MODULE_ACTIVATIONS: dict[type[nn.Module], str] = {
     nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.Softsign: "softsign", nn.ReLU: "relu", nn.LeakyReLU: "leaky_relu",
     nn.Identity: "linear", nn.GELU: "gelu", nn.SiLU: "silu", nn.ELU: "elu", nn.Softplus: "softplus",
     nn.Hardtanh: "hardtanh", nn.Mish: "mish", nn.ReLU6: "relu6", nn.Hardswish: "hardswish",
 }
 #: Fully qualified class names of the same modules, as ``nn_module_stack`` records them.
-_QUALNAME_ACTIVATIONS = {f"{cls.__module__}.{cls.__qualname__}": name for cls, name in _MODULE_ACTIVATIONS.items()
+_QUALNAME_ACTIVATIONS = {f"{cls.__module__}.{cls.__qualname__}": name for cls, name in MODULE_ACTIVATIONS.items()
                          if cls is not nn.Identity}
 #: ATen activation ops (the overload packet's name) and their activation names.
 _OP_ACTIVATIONS = {
@@ -63,7 +63,7 @@ def sequential_probe_points(net: nn.Module, input_shape: tuple[int, ...], dtype:
     found: list[ProbePointInfo] = []
     hooks = []
     for name, module in net.named_modules():
-        act = _MODULE_ACTIVATIONS.get(type(module))
+        act = MODULE_ACTIVATIONS.get(type(module))
         if act is None or not name:
             continue
 
@@ -94,9 +94,20 @@ def _innermost(node: torch.fx.Node) -> tuple[str, str] | None:
     return str(path), cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
 
 
-def graph_probe_points(graph: torch.fx.Graph) -> list[ProbePointInfo]:
+@dataclass(frozen=True)
+class GraphActivation:
+    """A probe point of a graph: its ``name`` and ``activation``, the node whose input is s (``first``:
+    the activation op, or the first node of an activation module) and the node whose output is z."""
+
+    name: str
+    activation: str
+    first: torch.fx.Node
+    last: torch.fx.Node
+
+
+def graph_activations(graph: torch.fx.Graph) -> list[GraphActivation]:
     """The activation nodes of an exported graph, named by module path (module docstring)."""
-    found: list[tuple[str, str, torch.fx.Node]] = []  # (name, activation, node), later nodes of a module win
+    found: list[GraphActivation] = []  # later nodes of a module win as its output
     module_index: dict[str, int] = {}
     for node in graph.nodes:
         if node.op != "call_function":
@@ -104,24 +115,33 @@ def graph_probe_points(graph: torch.fx.Graph) -> list[ProbePointInfo]:
         inner = _innermost(node)
         if inner is not None and inner[1] in _QUALNAME_ACTIVATIONS:
             path = inner[0]
-            entry = (path, _QUALNAME_ACTIVATIONS[inner[1]], node)
             if path in module_index:
-                found[module_index[path]] = entry  # the module's output is its last node
+                prev = found[module_index[path]]
+                found[module_index[path]] = GraphActivation(path, prev.activation, prev.first, node)
             else:
                 module_index[path] = len(found)
-                found.append(entry)
+                found.append(GraphActivation(path, _QUALNAME_ACTIVATIONS[inner[1]], node, node))
             continue
         packet = getattr(node.target, "_overloadpacket", None)
         op = getattr(packet, "__name__", "")
         if op in _OP_ACTIVATIONS:
             prefix = inner[0] if inner is not None else ""
-            found.append((f"{prefix}.{op.rstrip('_')}" if prefix else op.rstrip("_"), _OP_ACTIVATIONS[op], node))
-    points: list[ProbePointInfo] = []
+            name = f"{prefix}.{op.rstrip('_')}" if prefix else op.rstrip("_")
+            found.append(GraphActivation(name, _OP_ACTIVATIONS[op], node, node))
     seen: dict[str, int] = {}
-    for name, act, node in found:
-        val = node.meta.get("val")
+    out = []
+    for g in found:
+        n = seen.get(g.name, 0)
+        seen[g.name] = n + 1
+        out.append(g if n == 0 else GraphActivation(f"{g.name}:{n}", g.activation, g.first, g.last))
+    return out
+
+
+def graph_probe_points(graph: torch.fx.Graph) -> list[ProbePointInfo]:
+    """The activation nodes of an exported graph as the upload response lists them."""
+    points: list[ProbePointInfo] = []
+    for g in graph_activations(graph):
+        val = g.last.meta.get("val")
         shape = tuple(int(d) for d in val.shape[1:]) if isinstance(val, torch.Tensor) else ()
-        n = seen.get(name, 0)
-        seen[name] = n + 1
-        points.append(ProbePointInfo(name if n == 0 else f"{name}:{n}", kind_of(shape), shape, act))
+        points.append(ProbePointInfo(g.name, kind_of(shape), shape, g.activation))
     return points
