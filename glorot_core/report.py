@@ -36,9 +36,26 @@ CONVENTIONS = {
     "jacobian": "layer i: J^i = dz_{i+1}/dz_i = diag(f'(s_{i+1})) W_{i+1}^T; none for the last hidden",
     "backprop_grad": "dC/ds_i per monitor example (cost summed over examples)",
     "weight_grad": "dC/dW_i of the mean cost over the monitor set",
+    "theory": "per example: Var[z_i] and Var[dC/ds_i] as in activation and backprop_grad; Var[dC/dW_i] of "
+              "every example's own gradient (dC/ds_i)_n^T z_{i-1,n}, pooled over examples and entries "
+              "(eq. 7's basis, whatever gradient_basis is)",
     "train_loss": "mean mini-batch cost since the previous snapshot",
     "non_finite_numbers": "written as the strings NaN, Infinity, -Infinity",
 }
+"""The report's ``resolved.conventions`` under the default ``diagnostics.gradient_basis`` (see :func:`conventions`)."""
+
+WEIGHT_GRAD_BASIS = {
+    "mean_cost": CONVENTIONS["weight_grad"],
+    "per_example": "dC/dW_i of each monitor example, (dC/ds_i)_n^T z_{i-1,n}, pooled over examples and entries: "
+                   "mean, std and nonfinite exact over all of them, histogram of a fixed uniform sample of "
+                   "histogram_sample entries",
+}
+"""``conventions["weight_grad"]`` (and the output layer's ``output.weight_grad``) per gradient basis."""
+
+
+def conventions(gradient_basis: str = "mean_cost") -> dict[str, str]:
+    """The report's ``resolved.conventions``: indexing and the basis of every gradient it holds."""
+    return {**CONVENTIONS, "weight_grad": WEIGHT_GRAD_BASIS[gradient_basis]}
 
 
 def layer_descriptions(points: list[ProbePoint]) -> list[dict[str, Any]]:
@@ -129,7 +146,7 @@ def build_report(
             "majority_class_error": majority_error,
             "saturation_rule": saturation_rule(activation),
             "saturation_threshold": activation.saturation_threshold,
-            "conventions": dict(CONVENTIONS),
+            "conventions": conventions(spec.diagnostics.gradient_basis),
             "instruments": [inst.describe() for inst in registry],
         },
         "layers": layer_descriptions(points),

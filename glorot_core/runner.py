@@ -96,7 +96,8 @@ def run_experiment(
     model, init_info = build_mlp(spec.model, seed=spec.train.seed, init_data=init_data)
     model.to(device)
     loss_fn = LOSSES[spec.train.loss]
-    mon = Monitor(x_mon, y_mon, act, loss_fn, spec.diagnostics.jacobian, spec.diagnostics.histogram_bins)
+    mon = Monitor(x_mon, y_mon, act, loss_fn, spec.diagnostics.jacobian, spec.diagnostics.histogram_bins,
+                  spec.diagnostics.gradient_basis)
     counts = torch.bincount(y_test.cpu(), minlength=spec.model.num_classes)
     majority_error = 1.0 - float(counts.max()) / max(int(counts.sum()), 1)
     taken: list[int] = []

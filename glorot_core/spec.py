@@ -239,6 +239,11 @@ class DiagnosticsSpec(_Strict):
         200, description="bins of each fixed-edge histogram (tanh: width 0.01 over [-1, 1], resolving Fig 6's "
         "narrowest peak, layer 5 under the standard init, within 3 %; 50 bins gave 31 % too low)",
     )
+    gradient_basis: Literal["mean_cost", "per_example"] = Field(
+        "mean_cost", description="weight gradients: of the mean cost over the monitor examples, or every "
+        "example's own (the paper's Figs 8-9; ≈√n wider): moments exact, histogram of a fixed sample of "
+        "2^20 entries. ∂C/∂s and the theory rows are per example either way",
+    )
     jacobian: JacobianSpec = Field(default_factory=JacobianSpec)
 
 

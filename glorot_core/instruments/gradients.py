@@ -1,33 +1,56 @@
 """Back-propagated gradients ∂C/∂s and weight gradients ∂C/∂W per probe point (paper Figs 7, 8, 9;
-eqs 6, 7).
+eqs 2, 3, 6, 7).
 
 On the monitor set, the cost is summed over examples so that row n of ∂C/∂s is example n's own
-back-propagated gradient; the weight gradient is that of the *mean* cost (the quantity SGD follows,
-up to the batch average). Neither touches the model's ``.grad`` fields, so training is not disturbed.
+back-propagated gradient (the paper's basis, whatever ``diagnostics.gradient_basis`` says). The
+weight gradient has two bases (``Monitor.gradient_basis``):
+
+* ``mean_cost`` (default): ∂C/∂W of the *mean* cost over the monitor set, (∂C/∂s)ᵀ z_in / N, the
+  direction a full-batch SGD step on the monitor set would follow;
+* ``per_example``: every example's own ∂C_n/∂W = g_n z_nᵀ pooled over examples and entries, the basis
+  of the paper's Figs 8–9 and of eq. 7 (moments exact in closed form, histogram of a fixed sample:
+  ``glorot_core.instruments.per_example``). Its std is ≈√N times the mean-cost one when examples'
+  gradients are weakly correlated.
+
+Neither touches the model's ``.grad`` fields, so training is not disturbed.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from glorot_core.instruments.base import Instrument
-from glorot_core.instruments.histogram import Bins
+from glorot_core.instruments.histogram import Bins, OctaveBins
 from glorot_core.instruments.monitor import Monitor
-from glorot_core.instruments.probe import Capture
+from glorot_core.instruments.per_example import per_example_summary
+from glorot_core.instruments.probe import Capture, weight_gradient
 from glorot_core.instruments.summary import tensor_summary
 
 Tensor = torch.Tensor
 GRADIENT_SCALARS = ("mean", "std", "nonfinite")
+GradientBasis = Literal["mean_cost", "per_example"]
+GRADIENT_BASES: tuple[str, ...] = ("mean_cost", "per_example")
 
 
 def gradient_stats(g: Tensor, bins: Bins, scale: float = 1.0) -> dict[str, Any]:
-    """Mean, std (over finite entries), non-finite count and fixed-edge histogram of ``g * scale``.
+    """Mean, std (over finite entries), non-finite count and fixed-edge histogram of ``g * scale``."""
+    return tensor_summary(g, bins, scale)
 
-    Gradients are centred (their mean is at most of the order of their spread), so the moments are
-    taken in one pass (``tensor_summary(centred=True)``)."""
-    return tensor_summary(g, bins, scale, centred=True)
+
+def weight_grad_stats(grad_s: Tensor, z_in: Tensor, bins: OctaveBins, basis: str,
+                      mean_cost_grad: Tensor | None = None) -> dict[str, Any]:
+    """Summary of the weight gradient fed by ``z_in`` with per-example ∂C/∂s ``grad_s``, on ``basis``.
+
+    ``mean_cost_grad`` may pass an already computed (∂C/∂s)ᵀ z_in / N (the capture's shared GEMM).
+    """
+    if basis == "per_example":
+        return per_example_summary(grad_s, z_in, bins)
+    if basis != "mean_cost":
+        raise ValueError(f"unknown gradient basis {basis!r}; expected one of {GRADIENT_BASES}")
+    g = weight_gradient(grad_s, z_in) if mean_cost_grad is None else mean_cost_grad
+    return gradient_stats(g, bins)
 
 
 class BackpropGradient(Instrument):
@@ -41,11 +64,16 @@ class BackpropGradient(Instrument):
 
 
 class WeightGradient(Instrument):
-    """Section ``weight_grad``: ∂C/∂W of the mean cost over the monitor set (eq. 7, Figs 8–9)."""
+    """Section ``weight_grad``: ∂C/∂W on the monitor's basis (eqs 3, 7; Figs 8–9): of the mean cost, or
+    every example's own g_n z_nᵀ pooled (``per_example``: adds ``histogram_sample``)."""
 
     section = "weight_grad"
     scalars = GRADIENT_SCALARS
 
     def measure_point(self, capture: Capture, monitor: Monitor) -> dict[str, Any] | None:
-        g = capture.weight_grad
-        return None if g is None else gradient_stats(g, monitor.gradient_bins)
+        if capture.z_in is None or capture.weight is None:
+            return None
+        basis = monitor.gradient_basis
+        if basis == "per_example":
+            return weight_grad_stats(capture.grad_s, capture.z_in, monitor.gradient_bins, basis)
+        return weight_grad_stats(capture.grad_s, capture.z_in, monitor.gradient_bins, basis, capture.weight_grad)

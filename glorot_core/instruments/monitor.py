@@ -29,6 +29,7 @@ class Monitor:
     loss: Loss
     jacobian: JacobianSpec
     bins: int
+    gradient_basis: str = "mean_cost"  # of the weight gradients: "mean_cost" or "per_example" (gradients.py)
     _activation_bins: dict[str, Bins] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 
 from glorot_core.instruments.base import Registry, SnapshotCapture
-from glorot_core.instruments.gradients import gradient_stats
+from glorot_core.instruments.gradients import weight_grad_stats
 from glorot_core.instruments.monitor import Monitor
-from glorot_core.instruments.probe import Capture, weight_gradient
+from glorot_core.instruments.probe import Capture
 from glorot_core.instruments.registry import DEFAULT
 from glorot_core.models import MLP, Trace
 
@@ -55,7 +55,7 @@ def capture_mlp(
         "input_var": mon.input_var,
         "output_grad_var": g_logits.to(torch.float64).var(),
         "output_backward_gain": out_w.shape[0] * out_w.var(),
-        "output_weight_grad": gradient_stats(weight_gradient(g_logits, inputs[-1]), mon.gradient_bins),
+        "output_weight_grad": weight_grad_stats(g_logits, inputs[-1], mon.gradient_bins, mon.gradient_basis),
         "activation": mon.activation,
     }
     snap = SnapshotCapture(points, index=index, final=final, network={"model": model, "trace": detached})
