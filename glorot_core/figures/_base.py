@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from matplotlib import rc_context
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -89,5 +90,6 @@ def save(fig: Figure, fmt: str) -> bytes:
         raise ValueError(f"unknown format {fmt!r}; expected one of: {', '.join(FORMATS)}")
     buf = io.BytesIO()
     metadata = {"Date": None} if fmt == "svg" else {"Software": None}
-    fig.savefig(buf, format=fmt, metadata=metadata)
+    with rc_context({"svg.hashsalt": "glorot"}):  # fixed SVG ids: the same report gives the same bytes
+        fig.savefig(buf, format=fmt, metadata=metadata)
     return buf.getvalue()

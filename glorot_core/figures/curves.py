@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from glorot_core.figures._base import Report, layer_colors, layer_label, new_figure, number
@@ -46,9 +47,11 @@ def mean_std(report: Report) -> Figure:
     steps, means = layer_series(report, "activation", "mean")
     _, stds = layer_series(report, "activation", "std")
     span = (steps[-1] - steps[0]) if steps else 1
+    xs = np.asarray(steps, dtype=float)
     for i, (m, s, c) in enumerate(zip(means, stds, layer_colors(len(means)), strict=True)):
         shift = (i - (len(means) - 1) / 2) * 0.006 * span  # the bars of the layers side by side, not on top
-        ax.errorbar([x + shift for x in steps], m, yerr=s, color=c, marker="o", markersize=3, capsize=2,
+        ax.errorbar(xs + shift, np.asarray(m, dtype=float), yerr=np.asarray(s, dtype=float),
+                    color=c, marker="o", markersize=3, capsize=2,
                     linewidth=1.2, elinewidth=0.8, label=layer_label(report, i + 1), gid=f"mean-layer{i + 1}")
     ax.set_xlabel(UPDATES_LABEL)
     ax.set_ylabel("activation value: mean (line), ± std (bars)")
@@ -79,9 +82,11 @@ def weight_grad_std(report: Report) -> Figure:
     steps, means = layer_series(report, "weight_grad", "mean")
     _, stds = layer_series(report, "weight_grad", "std")
     span = (steps[-1] - steps[0]) if steps else 1
+    xs = np.asarray(steps, dtype=float)
     for i, (m, s, c) in enumerate(zip(means, stds, layer_colors(len(means)), strict=True)):
         shift = (i - (len(means) - 1) / 2) * 0.008 * span
-        ax.errorbar([x + shift for x in steps], m, yerr=s, color=c, linestyle="none", marker="_", capsize=3,
+        ax.errorbar(xs + shift, np.asarray(m, dtype=float), yerr=np.asarray(s, dtype=float),
+                    color=c, linestyle="none", marker="_", capsize=3,
                     elinewidth=1.5, label=layer_label(report, i + 1), gid=f"wgrad-layer{i + 1}")
     ax.set_xlabel(UPDATES_LABEL)
     ax.set_ylabel("∂C/∂W: mean ± std")

@@ -5,7 +5,8 @@ Each line is the report's fixed-edge histogram divided by the number of values m
 range, under- and overflow and non-finite ones), drawn at the bin centres, so layers and runs compare
 bin by bin:
 
-* activations (Figs 4, 6): equal-width bins over the activation's range, linear axis;
+* activations (Figs 4, 6): equal-width bins over the activation's range, linear axis, drawn as a
+  density (fraction / bin width) as the paper's y axis is;
 * back-propagated gradients ∂C/∂s (Fig 7) and weight gradients ∂C/∂W (Fig 8): sign-symmetric octave
   bins, drawn on a symmetric-log axis (the paper's axis is linear; octave bins have no linear
   density without assuming a shape inside each bin, and gradients span many decades);
@@ -44,6 +45,14 @@ def normalized(hist: dict[str, Any], geometric: bool = False) -> tuple[list[floa
     return centres, [c / total if total else math.nan for c in counts]
 
 
+def density(hist: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """Bin centres and the density (fraction per bin / bin width) of equal-width bins: the paper's
+    normalized histograms of Figs 4 and 6 (area 1 when nothing falls outside the range)."""
+    centres, fractions = normalized(hist)
+    return centres, [f / (float(b) - float(a)) for f, (a, b) in zip(fractions, itertools.pairwise(hist["edges"]),
+                                                                     strict=True)]
+
+
 def _centre(a: float, b: float, geometric: bool) -> float:
     if not geometric or a * b <= 0:
         return (a + b) / 2
@@ -74,22 +83,22 @@ def layer_histograms(report: Report, section: str, which: str, title: str) -> Fi
         raise ValueError(f"the report has no {section} histograms")
     fig, (ax,) = new_figure(report, f"{title}, update {snap['step']}")
     layers = snap["layers"]
-    linthresh = math.inf
+    largest = 0.0
     for i, (lay, c) in enumerate(zip(layers, layer_colors(len(layers)), strict=True)):
         if not (lay.get(section) or {}).get("histogram"):
             continue
-        x, y = normalized(lay[section]["histogram"], geometric=SCALES.get(section) != "linear")
+        linear = SCALES.get(section, "linear") == "linear"
+        x, y = density(lay[section]["histogram"]) if linear else normalized(lay[section]["histogram"], geometric=True)
         ax.plot(x, y, color=c, linewidth=1.2, label=layer_label(report, lay["index"]), gid=f"{section}-layer{i + 1}")
-        populated = [abs(v) for v, f in zip(x, y, strict=True) if f > 0 and v != 0]
-        if populated:
-            linthresh = min(linthresh, min(populated))
+        largest = max([largest, *(abs(v) for v, f in zip(x, y, strict=True) if f > 0)])
     scale = SCALES.get(section, "linear")
-    if scale == "symlog":
-        ax.set_xscale("symlog", linthresh=linthresh if math.isfinite(linthresh) else 1e-6)
+    if scale == "symlog" and largest > 0:  # 12 octaves below the largest value on a log scale, linear under
+        ax.set_xscale("symlog", linthresh=largest * 2.0**-12)
+        ax.set_xlim(-2 * largest, 2 * largest)
     elif scale == "log":
         ax.set_xscale("log")
     ax.set_xlabel(XLABELS.get(section, section))
-    ax.set_ylabel("fraction of values per bin (normalized histogram)")
+    ax.set_ylabel("density (normalized histogram)" if scale == "linear" else "fraction of values per bin")
     ax.legend(fontsize=8, loc="best")
     return fig
 
