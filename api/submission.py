@@ -24,9 +24,10 @@ from api.json_body import parse_json_body
 from api.presets import check_preset_data, expand_body
 from api.problems import Problem, field_errors
 from api.security import request_hash
-from glorot_core.spec import ExperimentSpec, validate_spec
+from glorot_core.spec import ExperimentSpec, FileModelSpec, UploadedModelSpec, validate_spec
+from glorot_core.uploads.probe_data import NpzData
 from jobs.data_roots import name_problem
-from jobs.models import Job, JobState
+from jobs.models import Job, JobState, UploadedData, UploadedModel
 
 #: What a tenant at its cap of active jobs is told to wait before trying again (seconds).
 ACTIVE_CAP_RETRY_AFTER_S = 30
@@ -82,10 +83,32 @@ def _check_media_type(request: Request) -> None:
 
 
 def _check_data_root(spec: ExperimentSpec, ctx: AppContext) -> None:
-    problem = name_problem(spec.data.root, ctx.settings)
+    root = getattr(spec.data, "root", None)  # probe data for uploaded models has no root
+    problem = name_problem(root, ctx.settings)
     if problem is not None:
         raise _invalid(field_errors([{"loc": ["data", "root"], "msg": f"data.root {problem}", "type": "data_root_name",
-                                      "input": spec.data.root}], ("body",)))
+                                      "input": root}], ("body",)))
+
+
+def _uploads_missing(ctx: AppContext, tenant_id: int, spec: ExperimentSpec) -> list[dict[str, Any]]:
+    """Errors for uploads the spec names that the tenant does not have (or a local file, offline only)."""
+    errors: list[dict[str, Any]] = []
+    model, data = spec.model, spec.data
+    if isinstance(model, FileModelSpec):
+        errors.append({"loc": ["model", "source"], "msg": "a local model file is for offline runs (glorot run); "
+                       "upload it (POST /v1/models) and use {\"source\": \"uploaded\", \"model_id\": …}",
+                       "type": "model_source", "input": "file"})
+    with ctx.engine.connect() as conn:
+        if isinstance(model, UploadedModelSpec) and conn.execute(select(UploadedModel.id).where(
+                UploadedModel.id == model.model_id, UploadedModel.tenant_id == tenant_id)).first() is None:
+            errors.append({"loc": ["model", "model_id"], "msg": f"no uploaded model {model.model_id!r} (POST "
+                           "/v1/models lists yours at GET /v1/models)", "type": "unknown_upload",
+                           "input": model.model_id})
+        if isinstance(data, NpzData) and conn.execute(select(UploadedData.id).where(
+                UploadedData.id == data.upload_id, UploadedData.tenant_id == tenant_id)).first() is None:
+            errors.append({"loc": ["data", "upload_id"], "msg": f"no uploaded data {data.upload_id!r} "
+                           "(POST /v1/data)", "type": "unknown_upload", "input": data.upload_id})
+    return errors
 
 
 def _active_jobs(ctx: AppContext, tenant_id: int, idempotency_key: str | None) -> int:
@@ -126,6 +149,9 @@ async def validated_submission(
     except ValidationError as e:
         raise _invalid(field_errors(e.errors(), ("body",))) from None
     _check_data_root(spec, ctx)
+    missing = await run_in_threadpool(_uploads_missing, ctx, principal.tenant_id, spec)
+    if missing:
+        raise _invalid(field_errors(missing, ("body",)))
     check_preset_data(body, spec, ctx.settings)  # MNIST/CIFAR-10 presets: 422 when the files are absent
     nul = _find_nul(body)
     if nul is not None:

@@ -279,6 +279,20 @@ class ExperimentSpec(_Strict):
                                  input=err.get("input"))
                 for err in e.errors()]) from None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_jacobian_by_default(cls, data: Any) -> Any:
+        """For an uploaded or local model, ``diagnostics.jacobian.mode`` defaults to "off" (so the resolved
+        spec says what runs, and validates again as it is)."""
+        if not (isinstance(data, dict) and isinstance(data.get("model"), dict)
+                and data["model"].get("source") in ("uploaded", "file")):
+            return data
+        diag = data.get("diagnostics", {})
+        jac = diag.get("jacobian", {}) if isinstance(diag, dict) else None
+        if not isinstance(jac, dict) or "mode" in jac:
+            return data
+        return {**data, "diagnostics": {**diag, "jacobian": {**jac, "mode": "off"}}}
+
     @field_validator("schema_version", mode="before")
     @classmethod
     def _integer_version(cls, v: Any) -> Any:
@@ -342,13 +356,13 @@ def _literal(message: str) -> str:
 
 def _uploaded_model_errors(spec: ExperimentSpec) -> list[InitErrorDetails]:
     """An uploaded model is diagnosed where it stands: no training steps, no Jacobian (not yet computed for
-    uploaded models; docs/uploads.md). The Jacobian's default is simply not run; asking for it is an error."""
+    uploaded models; docs/uploads.md): its default mode is "off", and asking for another is an error."""
     errors = []
     if spec.train.steps != 0:
         errors.append(_error("uploaded_model_not_trained", ("train", "steps"), spec.train.steps,
                              "an uploaded model is diagnosed as uploaded: train.steps must be 0"))
     jac = spec.diagnostics.jacobian
-    if "jacobian" in spec.diagnostics.model_fields_set and "mode" in jac.model_fields_set and jac.mode != "off":
+    if jac.mode != "off":  # the default is "off" for uploaded models (ExperimentSpec._no_jacobian_by_default)
         errors.append(_error("jacobian_unavailable", ("diagnostics", "jacobian", "mode"), jac.mode,
                              "Jacobians of uploaded models are not computed yet: set diagnostics.jacobian.mode "
                              "to 'off' or leave it out"))

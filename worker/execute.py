@@ -28,8 +28,10 @@ import os
 import re
 import secrets
 import socket
+import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -111,11 +113,12 @@ def run_claimed(factory: sessionmaker[Session], job_id: str, attempt: int, setti
     from glorot_core.progress import Progress
     from glorot_core.report import metric_rows
     from glorot_core.runner import run_experiment
-    from glorot_core.spec import validate_spec
+    from glorot_core.spec import DataSpec, validate_spec
+    from worker.uploaded_files import fetch_uploads
 
     def read_spec() -> Any:
         with factory() as s:
-            return s.execute(select(Job.spec, Job.resolved_spec).where(Job.id == job_id)).one()
+            return s.execute(select(Job.spec, Job.resolved_spec, Job.tenant_id).where(Job.id == job_id)).one()
 
     job = retry_transient(read_spec, timeout_s=settings.db_retry_s, what=f"spec of job {job_id}")
     try:
@@ -135,9 +138,14 @@ def run_claimed(factory: sessionmaker[Session], job_id: str, attempt: int, setti
     report: dict[str, Any] | None = None
     try:
         try:
-            # In the service data.root names a folder under the data dir (jobs.data_roots), never a path.
-            report = run_experiment(resolve_data_root(spec, settings), progress=on_progress,
-                                    should_cancel=watcher.should_stop, on_snapshot=on_snapshot)
+            with tempfile.TemporaryDirectory(prefix="glorot-upload-") as folder:
+                # Uploads the spec names, fetched (sha256-checked) into this job's process (worker.uploaded_files).
+                files = fetch_uploads(factory, job.tenant_id, spec, Path(folder))
+                # In the service data.root names a folder under the data dir (jobs.data_roots), never a path.
+                if isinstance(spec.data, DataSpec):
+                    spec = resolve_data_root(spec, settings)
+                report = run_experiment(spec, progress=on_progress, should_cancel=watcher.should_stop,
+                                        on_snapshot=on_snapshot, model_files=files)
         finally:
             # Before any terminal write: a run without results flushes its last streamed rows while
             # the job is still RUNNING; after a success lifecycle.finish rewrites the series anyway.
