@@ -88,7 +88,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     except ValidationError as e:
         print(format_validation_error(e), file=sys.stderr)
         return 1
-    print(f"ok: {spec.name} ({spec.model.parameter_count:,} parameters)")
+    count = getattr(spec.model, "parameter_count", None)  # an uploaded model's is known once loaded
+    print(f"ok: {spec.name}" + (f" ({count:,} parameters)" if count is not None else f" (model: {spec.model.source})"))
     return 0
 
 

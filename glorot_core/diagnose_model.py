@@ -105,7 +105,7 @@ def diagnose_model(
     points, captures = _captures(raw)
     mon = Monitor(x, y if y is not None else torch.zeros(x.shape[0], dtype=torch.int64, device=device),
                   points[0].activation, cross_entropy, spec.diagnostics.jacobian.model_copy(update={"mode": "off"}),
-                  spec.diagnostics.histogram_bins)
+                  spec.diagnostics.histogram_bins, spec.diagnostics.gradient_basis)
     network = _network(raw, y, mon, points)
     snap = SnapshotCapture(captures, index=0, final=True, network={"model": module})
     sections: dict[str, Any] = {}
