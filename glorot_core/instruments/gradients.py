@@ -71,9 +71,10 @@ class WeightGradient(Instrument):
     scalars = GRADIENT_SCALARS
 
     def measure_point(self, capture: Capture, monitor: Monitor) -> dict[str, Any] | None:
-        if capture.z_in is None or capture.weight is None:
-            return None
-        basis = monitor.gradient_basis
-        if basis == "per_example":
-            return weight_grad_stats(capture.grad_s, capture.z_in, monitor.gradient_bins, basis)
-        return weight_grad_stats(capture.grad_s, capture.z_in, monitor.gradient_bins, basis, capture.weight_grad)
+        if monitor.gradient_basis == "per_example":
+            # g_n z_nᵀ needs the dense input of the weight; points without one (convolutions) get null
+            if capture.z_in is None or capture.weight is None:
+                return None
+            return per_example_summary(capture.grad_s, capture.z_in, monitor.gradient_bins)
+        g = capture.weight_grad  # of the mean cost; an uploaded model's capture may supply it directly
+        return None if g is None else gradient_stats(g, monitor.gradient_bins)

@@ -32,10 +32,14 @@ class LinearTheory(Instrument):
     scalars = ("chi", "linear_fraction")
 
     def measure_point(self, capture: Capture, monitor: Monitor) -> dict[str, Any] | None:
-        if capture.weight is None or capture.z_in is None:
+        if capture.weight is None:
             return None
         out = layer_mean_field(capture.s, capture.point.activation, capture.weight)
-        out["weight_grad_var"] = outer_moments(capture.grad_s, capture.z_in)[1].square()
+        # per example, eq. 7's basis; needs the weight's dense input (None for other points)
+        z_in = capture.z_in
+        # a non-finite gradient makes this variance non-finite, as it should (no masking: half the passes)
+        out["weight_grad_var"] = None if z_in is None else \
+            outer_moments(capture.grad_s, z_in, finite_only=False)[1].square()
         return out
 
     def finish(self, layers: list[dict[str, Any]], network: dict[str, Any]) -> None:

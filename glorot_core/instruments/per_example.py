@@ -28,36 +28,44 @@ from glorot_core.instruments.summary import octave_counts
 
 Tensor = torch.Tensor
 
-SAMPLE = 1 << 20
-"""Per-example products counted by a histogram (≈ the 10⁶ entries of a 1000×1000 mean-cost gradient):
-relative count error ≈ 1/√(bin count), under 1 % for any bin holding 1 % of the mass."""
+SAMPLE = 1 << 18
+"""Per-example products counted by a histogram. Drawn uniformly with replacement, a bin holding a fraction
+p of the N·J·K products gets Binomial(SAMPLE, p) counts: relative error √((1−p)/(SAMPLE·p)), 2 % for
+p = 1 %, 6 % for p = 0.1 % (octave bins: the central ones hold ~10 % each). 2^18 random gathers cost
+≈1.5 ms per 1000×1000 layer on two CPU cores, 2^20 four times that (benchmarks/README.md)."""
 _SEED = 20100513
 _SAMPLES: dict[tuple[int, int, int, int, str], tuple[Tensor, Tensor]] = {}
 
 
-def outer_moments(g: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def outer_moments(g: Tensor, z: Tensor, *, finite_only: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
     """(mean, unbiased std, non-finite count) over every entry of every example's g_n z_nᵀ.
 
-    ``g`` is (N, J…) and ``z`` is (N, K…); the sums run in float64 on the device (no host sync).
+    ``g`` is (N, J…) and ``z`` is (N, K…); row sums are accumulated in float64 on the device (no host
+    sync). ``finite_only=False`` skips the masking of non-finite entries (half the passes): any
+    non-finite factor then makes the moments non-finite, and the count is None.
     """
     g2, z2 = g.detach().reshape(g.shape[0], -1), z.detach().reshape(z.shape[0], -1)
     n, j, k = g2.shape[0], g2.shape[1], z2.shape[1]
-    a1, a2, ca = _row_sums(g2)
-    b1, b2, cb = _row_sums(z2)
-    finite = (ca * cb).sum()
+    a1, a2, ca = _row_sums(g2, finite_only)
+    b1, b2, cb = _row_sums(z2, finite_only)
+    finite = (ca * cb).sum() if finite_only else torch.tensor(float(n * j * k), dtype=torch.float64,
+                                                                 device=g2.device)
     s1 = (a1 * b1).sum()
     s2 = (a2 * b2).sum()
     m = finite.clamp_min(1)
     var = (s2 - s1 * s1 / m).clamp_min(0) / (m - 1).clamp_min(1)
-    nonfinite = (float(n * j * k) - finite).round().to(torch.int64)
+    nonfinite = (float(n * j * k) - finite).round().to(torch.int64) if finite_only else None
     return s1 / m, var.sqrt(), nonfinite
 
 
-def _row_sums(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-row Σv, Σv² and finite count over the finite entries, in float64."""
-    ok = torch.isfinite(v)
-    c = torch.where(ok, v, torch.zeros((), dtype=v.dtype, device=v.device)).to(torch.float64)
-    return c.sum(dim=1), (c * c).sum(dim=1), ok.sum(dim=1).to(torch.float64)
+def _row_sums(v: Tensor, finite_only: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Per-row Σv, Σv² (float64) and, when ``finite_only``, the finite count, over the finite entries."""
+    if finite_only:
+        c = torch.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
+        count = (v.shape[1] - (c != v).sum(dim=1)).to(torch.float64)  # NaN, ±Inf differ from their 0
+    else:
+        c, count = v, None
+    return c.sum(dim=1, dtype=torch.float64), (c * c).sum(dim=1, dtype=torch.float64), count
 
 
 def sampled_products(g: Tensor, z: Tensor, size: int = SAMPLE) -> Tensor:
@@ -68,7 +76,7 @@ def sampled_products(g: Tensor, z: Tensor, size: int = SAMPLE) -> Tensor:
     if n * j * k <= size:
         return (g2.unsqueeze(2) * z2.unsqueeze(1).to(g2.dtype)).reshape(-1)
     ig, iz = _sample_indices(n, j, k, size, g2.device)
-    return g2.reshape(-1)[ig] * z2.reshape(-1)[iz].to(g2.dtype)
+    return torch.index_select(g2.reshape(-1), 0, ig) * torch.index_select(z2.reshape(-1), 0, iz).to(g2.dtype)
 
 
 def _sample_indices(n: int, j: int, k: int, size: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -81,7 +89,9 @@ def _sample_indices(n: int, j: int, k: int, size: int, device: torch.device) -> 
         rows = torch.randint(n, (size,), generator=gen)
         ig = rows * j + torch.randint(j, (size,), generator=gen)
         iz = rows * k + torch.randint(k, (size,), generator=gen)
-        got = _SAMPLES[key] = (ig.to(device), iz.to(device))
+        small = n * max(j, k) < 2**31  # int32 indices: half the index traffic of the gather
+        dtype = torch.int32 if small else torch.int64
+        got = _SAMPLES[key] = (ig.to(device, dtype), iz.to(device, dtype))
     return got
 
 

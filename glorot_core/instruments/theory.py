@@ -128,7 +128,9 @@ def theory_table(
     return rows
 
 
-def _ratio(a: float, b: float) -> float | None:
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None:
+        return None
     return a / b if b not in (0, 0.0) and math.isfinite(a) and math.isfinite(b) else None
 
 
