@@ -40,7 +40,9 @@ def _all_products(g: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 def test_closed_form_moments_equal_those_of_every_product() -> None:
     """Mean, unbiased std and non-finite count over all g_nj·z_nk, against the explicit outer products
-    in float64 (the closed form sums the same terms in another order: agreement to ~1e-12 relative)."""
+    in float64. The closed form sums each row of g and z in float32 (relative error ≲ 1e-7·√J per row,
+    J ≤ 50 here) before multiplying in float64: agreement to 1e-5 relative, the mean (a sum of terms of
+    both signs) to 1e-5 of the std."""
     g, z = _factors(40, 30, 50)
     g[3, 4] = float("nan")
     z[7, 2] = float("inf")
@@ -49,14 +51,14 @@ def test_closed_form_moments_equal_those_of_every_product() -> None:
     finite = full[torch.isfinite(full)]
     mean, std, nonfinite = outer_moments(g, z)
     assert int(nonfinite) == full.numel() - finite.numel() == 50 + 2 * 30
-    assert float(mean) == pytest.approx(float(finite.mean()), rel=1e-9, abs=1e-18)
-    assert float(std) == pytest.approx(float(finite.std()), rel=1e-9)
+    assert float(mean) == pytest.approx(float(finite.mean()), abs=1e-5 * float(finite.std()))
+    assert float(std) == pytest.approx(float(finite.std()), rel=1e-5)
     g[3, 4], z[7, 2], z[7, 3] = 0.0, 0.0, 0.0  # without non-finite entries, the unmasked form is the same
     m2, s2, none = outer_moments(g, z, finite_only=False)
     m1, s1, zero = outer_moments(g, z)
     assert none is None and int(zero) == 0
     assert float(s2) == pytest.approx(float(s1), rel=1e-12)
-    assert float(m2) == pytest.approx(float(m1), rel=1e-9, abs=1e-18)
+    assert float(m2) == pytest.approx(float(m1), rel=1e-9, abs=1e-9 * float(s1))
 
 
 def test_small_layers_count_every_product() -> None:

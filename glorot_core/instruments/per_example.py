@@ -40,9 +40,10 @@ _SAMPLES: dict[tuple[int, int, int, int, str], tuple[Tensor, Tensor]] = {}
 def outer_moments(g: Tensor, z: Tensor, *, finite_only: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
     """(mean, unbiased std, non-finite count) over every entry of every example's g_n z_nᵀ.
 
-    ``g`` is (N, J…) and ``z`` is (N, K…); row sums are accumulated in float64 on the device (no host
-    sync). ``finite_only=False`` skips the masking of non-finite entries (half the passes): any
-    non-finite factor then makes the moments non-finite, and the count is None.
+    ``g`` is (N, J…) and ``z`` is (N, K…); row sums in float32, their products summed in float64, on
+    the device (no host sync): relative accuracy ~1e-6. ``finite_only=False`` skips the masking of
+    non-finite entries (a quarter of the cost): any non-finite factor then makes the moments
+    non-finite, and the count is None.
     """
     g2, z2 = g.detach().reshape(g.shape[0], -1), z.detach().reshape(z.shape[0], -1)
     n, j, k = g2.shape[0], g2.shape[1], z2.shape[1]
@@ -59,13 +60,15 @@ def outer_moments(g: Tensor, z: Tensor, *, finite_only: bool = True) -> tuple[Te
 
 
 def _row_sums(v: Tensor, finite_only: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Per-row Σv, Σv² (float64) and, when ``finite_only``, the finite count, over the finite entries."""
+    """Per-row Σv, Σv² (as float64) and, when ``finite_only``, the finite count, over the finite entries."""
     if finite_only:
         c = torch.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
         count = (v.shape[1] - (c != v).sum(dim=1)).to(torch.float64)  # NaN, ±Inf differ from their 0
     else:
         c, count = v, None
-    return c.sum(dim=1, dtype=torch.float64), (c * c).sum(dim=1, dtype=torch.float64), count
+    # float32 row sums of J entries (relative error ~1e-7·√J), then float64 across rows: ~5× faster than
+    # float64 row sums, and the report's numbers are float32 anyway
+    return c.sum(dim=1).to(torch.float64), torch.linalg.vector_norm(c, dim=1).to(torch.float64).square(), count
 
 
 def sampled_products(g: Tensor, z: Tensor, size: int = SAMPLE) -> Tensor:
