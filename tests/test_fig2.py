@@ -1,4 +1,4 @@
-"""Paper Fig 2 on a CPU (GLOROT2010.md §4): sigmoid 1024-1000×4-9, standard init, ε = 0.1, batch 10,
+"""Paper Fig 2 on a CPU (docs/science.md §5): sigmoid 1024-1000×4-9, standard init, ε = 0.1, batch 10,
 Shapeset in [−1, 1]. The top hidden layer is driven to saturation at 0 within the first updates
 (paper: mean ≈0.04 after 1,000 updates), layer 3 rises to ≈0.70, and test error stays near the
 prior's ≈83 % (the issue's bounds: top < 0.1, layer 3 > 0.6, error > 75 %).

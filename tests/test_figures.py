@@ -168,3 +168,11 @@ def test_cli_writes_every_figure(report: dict[str, Any], tmp_path: Path) -> None
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in (tmp_path / "out").iterdir())
     (tmp_path / "bad.json").write_text("{}")
     assert main(["figures", str(tmp_path / "bad.json"), "-o", str(tmp_path / "x")]) == 1
+
+
+@pytest.mark.parametrize(("basis", "words"), [("mean_cost", "mean cost"), ("per_example", "per example")])
+def test_weight_gradient_axis_names_the_reports_basis(report: dict[str, Any], basis: str, words: str) -> None:
+    """The x label says which ∂C/∂W the histogram holds (the report's diagnostics.gradient_basis)."""
+    relabelled = {**report, "spec": {**report["spec"],
+                                     "diagnostics": {**report["spec"]["diagnostics"], "gradient_basis": basis}}}
+    assert words in _ax(figures.build(relabelled, "weight_grad_histograms_init")).get_xlabel()

@@ -80,3 +80,10 @@ def test_fig2_quick_preset_shows_the_papers_fact() -> None:
     report = run_experiment(spec)
     means = [lay["activation"]["mean"] for lay in report["snapshots"][-1]["layers"]]
     assert means[3] < 0.1 and means[2] > 0.6, means
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_measure_gradients_on_the_papers_basis(name: str) -> None:
+    """Figs 7-9 are drawn from each example's own gradients; every preset asks for that basis."""
+    spec = validate_spec(spec_for(name, "quick"))
+    assert spec.diagnostics.gradient_basis == "per_example"

@@ -1,7 +1,7 @@
 """Per-job resource limits applied inside a job's own process.
 
 Celery's ``worker_max_memory_per_child`` is checked only after a task ends, so it caps nothing during
-a job (PITFALLS.md); an rlimit set in the job process itself does. ``RLIMIT_DATA`` (Linux ≥ 4.7: heap
+a job; an rlimit set in the job process itself does. ``RLIMIT_DATA`` (Linux ≥ 4.7: heap
 and private writable mappings, which is where tensors live) rather than ``RLIMIT_AS``, which counts
 the address space that shared libraries and thread stacks reserve and would fail jobs that use
 little memory. Over the cap, allocations fail: PyTorch raises, and the job is FAILED with that error.

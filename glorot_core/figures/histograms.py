@@ -30,6 +30,7 @@ XLABELS = {
     "activation": "activation value z = f(s)",
     "backprop_grad": "back-propagated gradient ∂C/∂s (per example)",
     "weight_grad": "weight gradient ∂C/∂W (mean cost over the monitor set)",
+    "weight_grad/per_example": "weight gradient ∂C/∂W (per example, the paper's basis)",
     "jacobian": "singular value of J^i = ∂z_{i+1}/∂z_i",
 }
 
@@ -97,7 +98,8 @@ def layer_histograms(report: Report, section: str, which: str, title: str) -> Fi
         ax.set_xlim(-2 * largest, 2 * largest)
     elif scale == "log":
         ax.set_xscale("log")
-    ax.set_xlabel(XLABELS.get(section, section))
+    basis = report.get("spec", {}).get("diagnostics", {}).get("gradient_basis", "mean_cost")
+    ax.set_xlabel(XLABELS.get(f"{section}/{basis}", XLABELS.get(section, section)))
     ax.set_ylabel("density (normalized histogram)" if scale == "linear" else "fraction of values per bin")
     ax.legend(fontsize=8, loc="best")
     return fig

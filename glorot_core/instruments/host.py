@@ -3,7 +3,7 @@
 Instruments return nested dicts/lists of tensors. ``to_host`` gathers every tensor, concatenates them
 into one float64 buffer on the device, copies that buffer once, and rebuilds the tree with Python
 numbers and lists: one host synchronisation per snapshot, whatever the number of instruments (unlike
-TensorBoard's per-histogram copies, PITFALLS.md).
+TensorBoard's per-histogram host copies, one synchronisation each).
 """
 
 from __future__ import annotations
