@@ -221,6 +221,9 @@ class JacobianSpec(_Strict):
     estimate_iterations: Annotated[int, Field(ge=2, le=512), NotTextOrBool] = Field(
         32, description="Lanczos steps per example in estimate mode"
     )
+    every_snapshots: Annotated[int, Field(ge=1, le=MAX_STEPS), NotTextOrBool] = Field(
+        1, description="compute the spectra at snapshot 0, every this many snapshots after it, and the last: the "
+        "Jacobian is the expensive instrument, so it may run less often than the cheap statistics")
     precision: Literal["float32", "float64"] = Field(
         "float32",
         description="exact mode: dtype of the Gram matrices and eigen-solves: float32 resolves singular values "

@@ -29,7 +29,11 @@ class JacobianSpectra(Instrument):
         self.schedule = schedule
 
     def due(self, snap: SnapshotCapture, monitor: Monitor) -> bool:
-        return monitor.jacobian.mode != "off" and super().due(snap, monitor)
+        """Its own schedule, thinned further by the spec's ``diagnostics.jacobian.every_snapshots``."""
+        if monitor.jacobian.mode == "off":
+            return False
+        every = max(self.schedule.every, monitor.jacobian.every_snapshots)
+        return Schedule(every=every, last=self.schedule.last).due(snap.index, snap.final)
 
     def measure(self, snap: SnapshotCapture, monitor: Monitor) -> Readings:
         result = jacobian_spectra(snap.network["model"], snap.network["trace"], monitor.jacobian, monitor.bins)
