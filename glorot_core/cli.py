@@ -77,17 +77,25 @@ def format_validation_error(err: ValidationError) -> str:
     return "\n".join(f"{'.'.join(str(p) for p in e['loc']) or '(spec)'}: {e['msg']}" for e in err.errors())
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
-    from glorot_core.spec import validate_spec  # imports torch: only when the command runs
-
+def _read_spec(path: str, validate: Any) -> Any:
+    """The validated spec in ``path``, or the exit status after printing why it is not one
+    (2: unreadable or not JSON, 1: not a valid spec)."""
     try:
-        spec = validate_spec(load_json(args.spec))
+        return validate(load_json(path))
     except (OSError, JSONFileError) as e:
         print(e, file=sys.stderr)
         return 2
     except ValidationError as e:
         print(format_validation_error(e), file=sys.stderr)
         return 1
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from glorot_core.spec import validate_spec  # imports torch: only when the command runs
+
+    spec = _read_spec(args.spec, validate_spec)
+    if isinstance(spec, int):
+        return spec
     count = getattr(spec.model, "parameter_count", None)  # an uploaded model's is known once loaded
     print(f"ok: {spec.name}" + (f" ({count:,} parameters)" if count is not None else f" (model: {spec.model.source})"))
     return 0
@@ -123,14 +131,9 @@ def run_cli(args: argparse.Namespace) -> int:
     from glorot_core.runner import run_experiment  # imports torch: only when the command runs
     from glorot_core.spec import validate_spec
 
-    try:
-        spec = validate_spec(load_json(args.spec))
-    except (OSError, JSONFileError) as e:
-        print(e, file=sys.stderr)
-        return 2
-    except ValidationError as e:
-        print(format_validation_error(e), file=sys.stderr)
-        return 1
+    spec = _read_spec(args.spec, validate_spec)
+    if isinstance(spec, int):
+        return spec
     bar = _Bar(spec.train.steps) if not args.no_progress and sys.stderr.isatty() else None
     try:
         report = run_experiment(spec, progress=bar)
