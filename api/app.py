@@ -3,8 +3,8 @@
 The app is handed its :class:`~api.dispatch.Dispatcher` and starts and stops it with its lifespan; it
 never imports the worker. ``glorot serve`` runs the composed app (``glorot_service.app.build_app``):
 in the embedded mode (no broker) a local runner beside the API in the same server process, with a
-broker the Celery dispatcher. OpenAPI docs: /docs (Swagger UI, served from this process), /redoc,
-/openapi.json.
+broker the Celery dispatcher. OpenAPI docs: /docs (Swagger UI, served from this process, so it works offline) and
+/openapi.json (ReDoc is off: it loads its script from a CDN).
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         "Errors are RFC 9457 `application/problem+json`.",
         lifespan=lifespan,
         docs_url=None,  # served by install_docs from local assets (works offline)
+        redoc_url=None,  # ReDoc's script comes only from a CDN: blank offline
     )
     app.state.ctx = ctx
     app.state.registry = registry = CollectorRegistry()

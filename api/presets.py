@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.deps import CtxDep, PrincipalDep
-from api.problems import Problem
+from api.problems import PROBLEM_JSON, Problem
 from glorot_core.errors import DataUnavailable
 from glorot_core.presets import FILE_DATASETS, PresetError, catalogue, get_preset, spec_for
 from glorot_core.spec import ExperimentSpec
@@ -72,7 +72,15 @@ def check_preset_data(body: Any, spec: ExperimentSpec, settings: Settings) -> No
                       title="Data set not available", dataset=spec.data.dataset, data_root=folder) from None
 
 
+_PROBLEM = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or unknown API key", **_PROBLEM},
+    429: {"description": "over the tenant's request rate (Retry-After)", **_PROBLEM},
+}
+
+
 @presets_router.get("/presets", summary="Presets that reproduce the paper's figures and Table 1 cells",
+                    responses=_ERRORS,
                     description="Each preset: `name`, what it `reproduces`, the paper's `claim`, its `budgets` "
                     "(`quick`: reduced, ≤ 10 min on a 2-core CPU; `paper`: the paper's) with their cost in updates, "
                     "and the spec. Submit one with `POST /v1/experiments` and "
@@ -81,7 +89,8 @@ async def list_presets(principal: PrincipalDep, ctx: CtxDep) -> dict[str, Any]:
     return {"presets": catalogue()}
 
 
-@presets_router.get("/presets/{name}", summary="One preset")
+@presets_router.get("/presets/{name}", summary="One preset",
+                    responses={**_ERRORS, 404: {"description": "no preset of that name", **_PROBLEM}})
 async def read_preset(name: str, principal: PrincipalDep, ctx: CtxDep) -> dict[str, Any]:
     try:
         return get_preset(name).describe()

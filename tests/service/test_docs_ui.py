@@ -20,3 +20,8 @@ def test_docs_page_loads_only_local_assets(idle_client: TestClient) -> None:
         assert res.status_code == 200, (ref, res.status_code)
         assert res.content, ref
     assert any(r.endswith(".js") for r in refs) and any(r.endswith(".css") for r in refs)
+
+
+def test_no_documentation_page_needs_a_cdn(idle_client: TestClient) -> None:
+    """ReDoc ships no local assets (its script comes from a CDN), so it is not served at all."""
+    assert idle_client.get("/redoc").status_code == 404

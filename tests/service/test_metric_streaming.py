@@ -110,9 +110,10 @@ def test_succeeded_job_has_exactly_the_reports_rows(factory: sessionmaker[Sessio
     streamed: list[int] = []
     real_store = lifecycle.finish
 
-    def spying_store(factory_: Any, job_id: str, attempt: int, report: dict[str, Any], rows: Any) -> bool:
+    def spying_store(factory_: Any, job_id: str, attempt: int, report: dict[str, Any], rows: Any,
+                     **options: Any) -> bool:
         streamed.append(len(stored(factory_, job_id)))  # what the watcher wrote before the final rewrite
-        return real_store(factory_, job_id, attempt, report, rows)
+        return real_store(factory_, job_id, attempt, report, rows, **options)
 
     monkeypatch.setattr(lifecycle, "finish", spying_store)
     job_id = make_job(factory, SHORT_SPEC)
