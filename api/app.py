@@ -75,6 +75,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components.update(spec_schema.pop("$defs", {}))
     # The service reads data only from named folders under its data directory (jobs.data_roots).
     components["DataSpec"]["properties"]["root"]["anyOf"][0]["pattern"] = DATA_ROOT_NAME.pattern
+    # A local model file is for offline runs (glorot run); the service takes uploads only.
+    model = spec_schema["properties"]["model"]
+    model["oneOf"] = [m for m in model["oneOf"] if m.get("$ref") != "#/components/schemas/FileModelSpec"]
+    components.pop("FileModelSpec", None)
     components["ExperimentSpec"] = spec_schema
     components["Problem"] = {
         "type": "object", "description": "RFC 9457 problem details",

@@ -92,10 +92,16 @@ def _draw(ctx: AppContext, tenant_id: int, job_id: str, name: str, fmt: str) -> 
     return data
 
 
+_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or unknown API key", **_PROBLEM},
+    422: {"description": "invalid path parameters, with field paths", **_PROBLEM},
+    429: {"description": "over the tenant's request rate (Retry-After)", **_PROBLEM},
+}
+
 @figures_router.get("/jobs/{job_id}/figures", summary="The figures a job's report can be drawn as",
                     description="Name, the paper's figure it mirrors, title and the PNG and SVG addresses of each "
                     "figure. 409 while the job is not SUCCEEDED.",
-                    responses={404: {"description": "no such job for this tenant", **_PROBLEM},
+                    responses={**_AUTH_ERRORS, 404: {"description": "no such job for this tenant", **_PROBLEM},
                                409: {"description": "not SUCCEEDED (yet)", **_PROBLEM}})
 async def list_figures(job_id: str, ctx: CtxDep, principal: PrincipalDep) -> dict[str, Any]:
     return await run_in_threadpool(_listing, ctx, principal.tenant_id, job_id)
@@ -104,7 +110,7 @@ async def list_figures(job_id: str, ctx: CtxDep, principal: PrincipalDep) -> dic
 @figures_router.get(
     "/jobs/{job_id}/figures/{name}.{fmt}", summary="One figure of a job's report, PNG or SVG",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}},
+    responses={**_AUTH_ERRORS, 200: {"content": {"image/png": {}, "image/svg+xml": {}}},
                404: {"description": "no such job for this tenant, or no such figure for its report", **_PROBLEM},
                409: {"description": "not SUCCEEDED (yet)", **_PROBLEM}},
 )

@@ -40,7 +40,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from glorot_core.activations import ACTIVATION_NAMES
 from glorot_core.uploads.architecture import Architecture
 from glorot_core.uploads.metadata import InputSpec
-from glorot_core.uploads.probe_data import NpzData, RandomData, TokenData
+from glorot_core.uploads.probe_data import UPLOAD_ID_PATTERN, NpzData, RandomData, TokenData
 
 MAX_WIDTH = 65_536
 DEFAULT_MAX_PARAMETERS = 100_000_000
@@ -119,7 +119,7 @@ class UploadedModelSpec(_Strict):
     """A model uploaded to the service (``POST /v1/models``), named by its id (docs/uploads.md)."""
 
     source: Literal["uploaded"]
-    model_id: str = Field(min_length=1, max_length=64)
+    model_id: str = Field(min_length=1, max_length=64, pattern=UPLOAD_ID_PATTERN)
 
 
 class FileModelSpec(_Strict):

@@ -22,6 +22,9 @@ from pydantic_core import PydanticCustomError
 from glorot_core.uploads.archive import ArchiveLimits, open_checked_zip
 from glorot_core.uploads.errors import UploadRefused
 
+#: What an upload id may look like (the service issues UUIDs): printable, no path characters, no NUL.
+UPLOAD_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+
 MAX_EXAMPLES = 1_000_000
 
 
@@ -63,7 +66,7 @@ class NpzData(_Strict):
     """An uploaded ``.npz`` (``POST /v1/data``)."""
 
     dataset: Literal["npz"]
-    upload_id: str = Field(min_length=1, max_length=64)
+    upload_id: str = Field(min_length=1, max_length=64, pattern=UPLOAD_ID_PATTERN)
 
 
 def inspect_npz(path: str, limits: ArchiveLimits | None = None) -> dict[str, Any]:
