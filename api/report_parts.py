@@ -1,4 +1,5 @@
-"""Part of a report: a range of snapshots and chosen top-level sections (``GET /v1/jobs/{id}/report``).
+"""Serving a report (``GET /v1/jobs/{id}/report``): the whole of it, or a range of snapshots and chosen
+top-level sections, streamed from its stored parts (jobs/reports.py) without parsing it.
 
 A report grows by one snapshot per ``every`` steps (≈30–50 KB each for the paper's 5×1000 network, up
 to 2,000 of them), while a client drawing one curve or reading the verdicts needs a fraction of it.
@@ -9,13 +10,22 @@ to 2,000 of them), while a client drawing one curve or reading the verdicts need
 * ``sections=a,b``: only these top-level sections (``spec``, ``resolved``, ``layers``, ``snapshots``,
   ``end``, ``theory``, ``verdicts``, …); ``schema_version`` always comes along. With a snapshot range,
   ``snapshots`` is included whether named or not.
+
+Memory: a reader holds one batch of parts (≤ 1 MiB) and one coalesced send at a time, whatever the
+report's size; only the rows of the chosen sections and snapshots are read.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import Connection
+
+from jobs.reports import SNAPSHOTS, Layout, dumps, frame, read_parts
 
 SNAPSHOT_RANGE_PATTERN = r"^[0-9]{0,9}:[0-9]{0,9}$"
 SECTIONS_PATTERN = r"^[a-z_]{1,32}(,[a-z_]{1,32}){0,31}$"
@@ -36,27 +46,61 @@ def parse_range(text: str) -> tuple[int, int | None]:
     return start, stop
 
 
-def select_parts(report: dict[str, Any], *, snapshots: str | None, sections: str | None) -> dict[str, Any]:
-    """The requested part of ``report`` (module docstring); the whole report when nothing is asked."""
-    if snapshots is None and sections is None:
-        return report
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What to read and how to frame it: the sections in stored order, the row filters, extra members."""
+
+    names: list[str]
+    sections: list[str] | None  # None: every section's rows
+    snapshots: tuple[int, int] | None  # None: every snapshot's rows
+    extra: dict[str, Any]  # members appended after the stored ones (``snapshot_range``)
+
+    @property
+    def whole(self) -> bool:
+        return self.sections is None and self.snapshots is None and not self.extra
+
+
+def select(layout: Layout, *, snapshots: str | None, sections: str | None) -> Selection:
+    """The part of the report the query asks for (module docstring); the whole report when nothing is
+    asked. 422 for a section the report does not have or a reversed range."""
     wanted: set[str] | None = None
     if sections is not None:
         wanted = set(sections.split(","))
-        unknown = sorted(wanted - report.keys())
+        unknown = sorted(wanted - set(layout.sections))
         if unknown:
             raise _invalid("sections", f"no section {', '.join(map(repr, unknown))}; this report has: "
-                           f"{', '.join(report)}", "unknown_section")
+                           f"{', '.join(layout.sections)}", "unknown_section")
         wanted.add(ALWAYS)
-    out: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    rows_range: tuple[int, int] | None = None
     if snapshots is not None:
         start, stop = parse_range(snapshots)
         if wanted is not None:
-            wanted.add("snapshots")
-        every = report.get("snapshots") or []
-        total = len(every)
+            wanted.add(SNAPSHOTS)
+        total = layout.snapshots or 0
         start = min(start, total)
         stop = total if stop is None else max(start, min(stop, total))
-        out["snapshot_range"] = {"from": start, "to": stop, "total": total}
-        report = {**report, "snapshots": every[start:stop]}
-    return {**{k: v for k, v in report.items() if wanted is None or k in wanted}, **out}
+        rows_range = (start, stop)
+        if layout.snapshots is None:  # not a stored list: the range of nothing is an empty list
+            extra[SNAPSHOTS] = []
+        extra["snapshot_range"] = {"from": start, "to": stop, "total": total}
+    names = [n for n in layout.sections if (wanted is None or n in wanted) and n not in extra]
+    return Selection(names, None if names == layout.sections else names,
+                     rows_range if layout.snapshots is not None else None, extra)
+
+
+def etag(layout: Layout, selection: Selection, query: tuple[str | None, str | None]) -> str:
+    """The ETag's opaque tag (quoted): the report is immutable, so its sha256 (with the query, for a part)
+    names the bytes. The route sends it weak (``W/``): gzip and identity answers share it."""
+    if selection.whole:
+        return f'"{layout.sha256[:32]}"'
+    key = f"{layout.sha256}|{query[0]}|{query[1]}".encode()
+    return '"' + hashlib.blake2b(key, digest_size=16).hexdigest() + '"'
+
+
+def render(connect: Callable[[], Connection], job_id: str, layout: Layout, selection: Selection) -> Iterator[bytes]:
+    """The selected JSON, read a batch of parts at a time through ``connect()`` (module docstring)."""
+    tail = b"".join((b"," if selection.names or i else b"") + dumps(k) + b":" + dumps(v)
+                    for i, (k, v) in enumerate(selection.extra.items()))
+    parts = read_parts(connect, job_id, selection.sections, selection.snapshots)
+    return frame(selection.names, layout.snapshots is not None, parts, tail)

@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Field
 from sqlalchemy import bindparam, select, text
 
-from api import services
+from api import report_parts, services
 from api.deps import AppContext, CtxDep, PrincipalDep, SessionDep
 from api.jobcache import CachedJob, make_entry
 from api.problems import PROBLEM_JSON, Problem
 from api.query_params import reject_repeated_scalars
-from api.report_parts import SECTIONS_PATTERN, SNAPSHOT_RANGE_PATTERN, select_parts
+from api.report_parts import SECTIONS_PATTERN, SNAPSHOT_RANGE_PATTERN
 from api.schemas import Health, JobOut, JobPage, MetricSeriesOut, MetricsPage
 from api.submission import SubmissionDep
 from glorot_core.spec import MAX_WIDTH
 from jobs.lifecycle import Submission
 from jobs.models import Job, JobState
+from jobs.reports import coalesce
 
 MAX_LAYER_INDEX = MAX_WIDTH  # more than any network has layers; bounds the SQL integer
 
@@ -161,19 +163,36 @@ async def cancel_job(job_id: str, ctx: CtxDep, principal: PrincipalDep) -> JSONR
     "/jobs/{job_id}/report", summary="The job's JSON report",
     description="The diagnosis report (schema_version 1). 409 problem while the job is not SUCCEEDED. "
     "`snapshots=FROM:TO` and `sections=a,b` select a part (then `snapshot_range` gives from, to and total); "
-    "gzip-compressed for clients that send `Accept-Encoding: gzip`.",
+    "gzip-compressed for clients that send `Accept-Encoding: gzip`. Streamed from the database as stored "
+    "(compact JSON), so large reports cost the server no more memory than small ones. Sends an `ETag` (a "
+    "report never changes); with a matching `If-None-Match` the answer is 304 without a body.",
     responses={**COMMON_ERRORS, 200: {"content": {"application/json": {"schema": {"type": "object"}}}},
-               409: {"description": "not SUCCEEDED (yet)", **_PROBLEM}},
+               304: {"description": "not modified"}, 409: {"description": "not SUCCEEDED (yet)", **_PROBLEM}},
 )
 def read_report(
-    job_id: str, session: SessionDep, principal: PrincipalDep,
+    job_id: str, request: Request, ctx: CtxDep, principal: PrincipalDep,
     snapshots: Annotated[str | None, Query(pattern=SNAPSHOT_RANGE_PATTERN, max_length=19,
                                            description="FROM:TO, snapshots FROM (included) to TO (excluded)")] = None,
     sections: Annotated[str | None, Query(pattern=SECTIONS_PATTERN, max_length=1055,
                                           description="comma-separated top-level sections: verdicts,layers")] = None,
-) -> JSONResponse:
-    report = services.get_report(session, principal.tenant_id, job_id)
-    return JSONResponse(select_parts(report, snapshots=snapshots, sections=sections))
+) -> Response:
+    with ctx.factory() as session:  # one small row; the connection goes back before any byte is streamed
+        layout = services.report_layout(session, principal.tenant_id, job_id)
+    selection = report_parts.select(layout, snapshots=snapshots, sections=sections)
+    tag = report_parts.etag(layout, selection, (snapshots, sections))
+    headers = {"ETag": "W/" + tag, "Cache-Control": "private, no-cache"}  # weak: gzip and identity share it
+    inm = request.headers.get("if-none-match")
+    if inm is not None and _etag_matches(inm, tag):
+        return Response(status_code=304, headers=headers)
+    chunks = coalesce(report_parts.render(ctx.engine.connect, job_id, layout, selection))
+    first = next(chunks, b"")
+    second = next(chunks, None)
+    if second is None:  # small: one body (the gzip middleware then sends its Content-Length too)
+        return Response(first, media_type="application/json", headers=headers)
+    if selection.whole:
+        headers["Content-Length"] = str(layout.size)
+    return StreamingResponse(itertools.chain((first, second), chunks), media_type="application/json",
+                             headers=headers)
 
 
 @router.get(

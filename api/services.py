@@ -22,8 +22,8 @@ from api.security import (
     sign_token,
     verify_token,
 )
-from jobs import lifecycle
-from jobs.models import ApiKey, Job, JobState, MetricPoint, MetricSeries, Report, Tenant, utcnow
+from jobs import lifecycle, reports
+from jobs.models import ApiKey, Job, JobState, MetricPoint, MetricSeries, Tenant, utcnow
 
 # --------------------------------------------------------------------------------------------- keys
 
@@ -128,15 +128,26 @@ def cancel_job(session: Session, tenant_id: int, job_id: str) -> Job:
     return job
 
 
-def get_report(session: Session, tenant_id: int, job_id: str) -> dict[str, Any]:
+def report_layout(session: Session, tenant_id: int, job_id: str) -> reports.Layout:
+    """The stored report's layout (jobs/reports.py): 404 for another tenant's or an unknown job, 409
+    while the job is not SUCCEEDED. Reads one small row: the report itself stays in the database."""
     job = get_job(session, tenant_id, job_id)
     if job.state != JobState.SUCCEEDED:
         raise Problem(
             409, "report-not-ready", f"job {job_id} is {job.state}; a report exists only once it SUCCEEDED",
             state=job.state,
         )
-    body = session.execute(select(Report.body).where(Report.job_id == job_id)).scalar_one_or_none()
-    if body is None:  # SUCCEEDED and the report commit together; this is a broken database
+    layout = reports.layout_of(session, job_id)
+    if layout is None:  # SUCCEEDED and the report commit together; this is a broken database
+        raise Problem(500, "report-missing", f"job {job_id} SUCCEEDED but its report is missing")
+    return layout
+
+
+def get_report(session: Session, tenant_id: int, job_id: str) -> dict[str, Any]:
+    """The whole report as Python objects (figures need it; the report route streams instead)."""
+    report_layout(session, tenant_id, job_id)
+    body = reports.load(session, job_id)
+    if body is None:
         raise Problem(500, "report-missing", f"job {job_id} SUCCEEDED but its report is missing")
     return body
 

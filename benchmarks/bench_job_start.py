@@ -42,6 +42,7 @@ from sqlalchemy import select
 sys.path.insert(0, os.path.dirname(__file__))
 from _service import ROOT, api_server, celery_worker, free_port, stack
 
+from jobs import reports
 from jobs.db import dispose_engines, session_factory
 from jobs.models import Job, Report
 
@@ -142,7 +143,8 @@ def measure(mode: str, base: str, key: str, db_url: str, n: int, timeout_s: floa
     factory = session_factory(db_url)
     with factory() as s:
         rows = s.execute(select(Job.id, Job.state, Job.started_at, Job.finished_at).where(Job.id.in_(ids))).all()
-        bodies = dict(s.execute(select(Report.job_id, Report.body).where(Report.job_id.in_(ids))).all())
+        done_ids = s.execute(select(Report.job_id).where(Report.job_id.in_(ids))).scalars().all()
+        bodies = {jid: reports.load(s, jid) for jid in done_ids}
     elapsed = {jid: float(body["end"]["elapsed_s"]) for jid, body in bodies.items()}
     done = sorted((r for r in rows if r.started_at and r.finished_at), key=lambda r: r.started_at)
     in_job = [(r.finished_at - r.started_at).total_seconds() - elapsed[r.id] for r in done if r.id in elapsed]

@@ -44,9 +44,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from glorot_core.json_numbers import json_safe
+from jobs import reports
 from jobs.db import transaction
 from jobs.metrics import MetricRow, delete_metric_series, write_metric_rows
-from jobs.models import Job, JobState, Report, utcnow
+from jobs.models import Job, JobState, utcnow
 from jobs.progress import JobProgress
 from jobs.settings import Settings
 from jobs.transient import retry_transient
@@ -394,27 +395,30 @@ def finish(
     ends with exactly the report's series whatever was streamed before. ``retry_s``: retry transient
     database errors that long (the whole transaction again)."""
     body = json_safe(report)  # run_experiment's reports already are; reports from elsewhere may not be
+    layout, parts = reports.split(body)  # serialised once, stored in parts (jobs/reports.py)
+    steps = max((snap.get("step", 0) for snap in body.get("snapshots", [])), default=0)
+    total = body.get("spec", {}).get("train", {}).get("steps")
     series = list(rows)
     tries = _Retried()
-    done = tries.run(lambda: _finish(factory, job_id, attempt, body, series), retry_s=retry_s,
+    done = tries.run(lambda: _finish(factory, job_id, attempt, (layout, parts), steps, total, series),
+                     retry_s=retry_s,
                      what=f"finish of job {job_id}")
     return _settled(factory, job_id, attempt, SUCCEEDED, tries, done)
 
 
-def _finish(factory: sessionmaker[Session], job_id: str, attempt: int, body: dict[str, Any],
+def _finish(factory: sessionmaker[Session], job_id: str, attempt: int,
+            stored: tuple[reports.Layout, list[reports.Part]], steps: int, total: int | None,
             rows: list[MetricRow]) -> bool:
     now = utcnow()
-    steps = max((snap.get("step", 0) for snap in body.get("snapshots", [])), default=0)
     with transaction(factory) as s:
         progress = _progress(s, job_id).but(fraction=1.0, step=steps, phase="done", message="succeeded")
-        total = body.get("spec", {}).get("train", {}).get("steps")
         if total is not None:
             progress = progress.but(total_steps=total)
         res = s.execute(_fenced(Transition.FINISH, job_id, attempt).values(
             state=SUCCEEDED, finished_at=now, heartbeat_at=now, error=None, progress=progress.as_json()))
         if not _touched(res):
             return False  # fenced out; nothing was written
-        s.add(Report(job_id=job_id, attempt=attempt, body=body, created_at=now))
+        reports.store(s, job_id, attempt, *stored, created_at=now)
         delete_metric_series(s, job_id)  # what this attempt streamed: replaced by the report's rows
         write_metric_rows(s, job_id, rows)
     return True

@@ -1,6 +1,6 @@
 """SQLAlchemy 2 models: the database is the truth about every job (docs/architecture.md).
 
-Tables: tenants, api_keys (HMAC hashes only), jobs, reports (JSONB on Postgres), metric_series +
+Tables: tenants, api_keys (HMAC hashes only), jobs, reports + report_parts (serialised JSON in pieces), metric_series +
 metric_points (narrow keys: a point is (series_id, step) → value, written in batches). The schema is
 made only by Alembic (migrations/); a test checks that the migrations and these models agree.
 """
@@ -154,14 +154,33 @@ class Job(Base):
 
 
 class Report(Base):
-    """The JSON report of a SUCCEEDED job, written by the attempt that produced it."""
+    """The JSON report of a SUCCEEDED job, written by the attempt that produced it. Its bytes are the
+    ``report_parts`` rows (jobs/reports.py); this row says how they frame into the report: the section
+    names in order, the snapshot count (None: ``snapshots`` is not stored an element per part), and the
+    size and sha256 of the compact JSON they make."""
 
     __tablename__ = "reports"
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     attempt: Mapped[int] = mapped_column(Integer)
-    body: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    sections: Mapped[list[str]] = mapped_column(JSONType)
+    snapshots: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ReportPart(Base):
+    """Piece ``seq`` (0, 1, …) of a report: (part of) the compact JSON of section ``section``'s value, or
+    of snapshot ``snapshot`` of the ``snapshots`` list; at most 64 KiB, read back in order."""
+
+    __tablename__ = "report_parts"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("reports.job_id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    section: Mapped[str] = mapped_column(String(200))
+    snapshot: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class MetricSeries(Base):

@@ -74,12 +74,13 @@ def test_submit_runs_to_succeeded_with_a_report(stack: dict[str, Any]) -> None:
     job = job_row(factory, job_id)
     assert job.attempt == 1 and job.started_at and job.finished_at and job.error is None
     assert job.progress["fraction"] == 1.0 and job.progress["phase"] == "done"
+    from jobs import reports
     from jobs.models import Report
 
     with factory() as s:
         report = s.execute(select(Report).where(Report.job_id == job_id)).scalar_one()
-    assert report.attempt == 1
-    body = report.body
+        body = reports.load(s, job_id)
+    assert report.attempt == 1 and body is not None
     assert body["schema_version"] == 1
     assert [layer["index"] for layer in body["layers"]] == [1, 2]
     assert [snap["step"] for snap in body["snapshots"]] == [0, 100, 200, 300]

@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from test_execute import FAKE_REPORT, ROWS, make_job, reap_stale_jobs, row
 
 from glorot_core.report import metric_rows
-from jobs import lifecycle
+from jobs import lifecycle, reports
 from jobs.db import transaction
 from jobs.lifecycle import claim as claim_job
 from jobs.lifecycle import finish as store_results
-from jobs.models import Job, MetricPoint, MetricSeries, Report, utcnow
+from jobs.models import Job, MetricPoint, MetricSeries, utcnow
 from jobs.settings import Settings
 from worker.execute import execute_job
 from worker.watcher import Watcher as _Watcher
@@ -120,7 +120,7 @@ def test_succeeded_job_has_exactly_the_reports_rows(factory: sessionmaker[Sessio
     res = execute_job(job_id, settings=settings, factory=factory)
     assert res.state == "SUCCEEDED", res.error
     with factory() as s:
-        report = s.execute(select(Report.body).where(Report.job_id == job_id)).scalar_one()
+        report = reports.load(s, job_id)
     want = expected(metric_rows(report))
     assert len(want) == len(list(metric_rows(report))) > len(report["snapshots"]) * 30  # no repeated key
     assert streamed and 0 < streamed[0] <= len(want), streamed  # streamed live, then completed
@@ -184,7 +184,7 @@ def test_rerun_does_not_mix_attempts(factory: sessionmaker[Session], settings: S
     assert (res.state, res.attempt) == ("SUCCEEDED", 2), res.error
     assert time.monotonic() - started < 120
     with factory() as s:
-        report = s.execute(select(Report.body).where(Report.job_id == job_id)).scalar_one()
+        report = reports.load(s, job_id)
     points = stored(factory, job_id)
     assert points == expected(metric_rows(report))
     assert not any(p[3] == 99.0 or p[2] == 999_950 or p[1] == "ghost" for p in points)

@@ -16,8 +16,8 @@ from jobs.db import create_db_engine
 from jobs.migrate import current_revision, downgrade, head_revision, upgrade
 from jobs.models import Base
 
-TABLES = {"tenants", "api_keys", "jobs", "reports", "metric_series", "metric_points", "blobs", "blob_chunks",
-          "uploaded_models", "uploaded_data"}
+TABLES = {"tenants", "api_keys", "jobs", "reports", "report_parts", "metric_series", "metric_points", "blobs",
+          "blob_chunks", "uploaded_models", "uploaded_data"}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
