@@ -11,7 +11,7 @@ to 2,000 of them), while a client drawing one curve or reading the verdicts need
   ``end``, ``theory``, ``verdicts``, …); ``schema_version`` always comes along. With a snapshot range,
   ``snapshots`` is included whether named or not.
 
-Memory: a reader holds one batch of parts (≤ 1 MiB) and one coalesced send at a time, whatever the
+Memory: a reader holds one batch of parts (≤ 256 KiB) and one coalesced send at a time, whatever the
 report's size; only the rows of the chosen sections and snapshots are read.
 """
 

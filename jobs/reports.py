@@ -35,8 +35,10 @@ from jobs.models import Report, ReportPart
 #: Largest stored piece: small enough that a batch of them bounds a reader's memory, large enough that a
 #: snapshot (≈29 KB for the paper's 5×1000 network) is one row.
 PART_BYTES = 64 * 1024
-#: Parts read per query: at most 16 × 64 KiB = 1 MiB held by one reader at a time.
-BATCH_PARTS = 16
+#: Parts read per query: at most 4 × 64 KiB = 256 KiB held by one reader at a time.
+BATCH_PARTS = 4
+#: A reader's sends: parts joined up to about this many bytes (fewer, larger ASGI messages).
+SEND_BYTES = 128 * 1024
 #: The section stored one element per part, so that a snapshot range reads only its rows.
 SNAPSHOTS = "snapshots"
 #: Longest section name (the ``report_parts.section`` column).
@@ -129,7 +131,7 @@ def frame(names: Sequence[str], listed_snapshots: bool, parts: Iterator[Part], t
     yield tail + b"}"
 
 
-def coalesce(chunks: Iterable[bytes], size: int = 256 * 1024) -> Iterator[bytes]:
+def coalesce(chunks: Iterable[bytes], size: int = SEND_BYTES) -> Iterator[bytes]:
     """``chunks`` joined into pieces of about ``size`` bytes (fewer, larger sends; the last may be short)."""
     buf: list[bytes] = []
     held = 0

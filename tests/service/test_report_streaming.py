@@ -32,8 +32,8 @@ from jobs.migrate import downgrade, upgrade
 from jobs.models import Job, Tenant
 from jobs.settings import Settings
 
-#: Largest body message the route may send: one coalesced send (≥ 256 KiB) plus at most one part.
-MAX_SEND = 256 * 1024 + reports.PART_BYTES
+#: Largest body message the route may send: one coalesced send plus at most one part.
+MAX_SEND = reports.SEND_BYTES + reports.PART_BYTES
 
 
 def synthetic_report(snapshots: int, values: int, seed: int = 0) -> dict[str, Any]:
