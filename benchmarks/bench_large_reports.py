@@ -9,12 +9,14 @@ as the paper's 5×1000 network makes) is stored through the workers' own path (`
 3. **N clients** (``--clients``, default 32): each makes ``--requests`` full fetches, all at once.
 
 Each phase samples the API process's VmRSS every 10 ms and reports its peak, the throughput (MB/s of
-body, requests/s) and checks every response (200, the report's length). The last line is the ratio
-(peak RSS during N clients − idle RSS) / report size: a server that built the report per request
-would be ≈10× per client (≈320 for 32); one that streams holds a batch of parts (≤ 256 KiB) and a
-send buffer per client, independent of the report's size (so the ratio falls as the report grows: run
-two sizes to see the per-client cost stay put). ``--gzip`` asks for gzip (the middleware compresses
-the stream; CPU-bound on this machine). Needs PostgreSQL on 127.0.0.1:5432 like the other benchmarks.
+report and on the wire, requests/s) and checks every response (200, the report's length). The last line is the ratio
+(peak RSS during N clients − idle RSS) / report size. A server that built the report per request
+would hold its text from the driver, the parsed objects (≈1.9× the size for this float-heavy report,
+measured) and the re-serialised body: ≈4× per concurrent request (≈128 for 32). One that streams
+holds a batch of parts (≤ 256 KiB) and a send buffer per client, independent of the report's size
+(so the ratio falls as the report grows: run two sizes to see the per-client cost stay put).
+``--gzip`` asks for gzip (the middleware compresses the stream; CPU-bound on this machine). Needs
+PostgreSQL on 127.0.0.1:5432 like the other benchmarks.
 
 Run: ``.venv/bin/python benchmarks/bench_large_reports.py [--mb 50] [--clients 32] [--requests 3] [--gzip]``
 (check quickly with ``--mb 5 --clients 4 --requests 2``).

@@ -1,9 +1,10 @@
 """Reports in the database as ordered parts, so that the API serves them without building them.
 
 A report is a JSON object of top-level sections (``schema_version``, ``spec``, ``layers``,
-``snapshots``, ``end``, ``verdicts``, …) and may reach ≈58 MB (2,000 snapshots of ≈29 KB). Parsing it
-into Python objects takes about ten times its size, so an API that did that per request would grow by
-gigabytes under a few concurrent clients. It is therefore stored already serialised:
+``snapshots``, ``end``, ``verdicts``, …) and may reach ≈58 MB (2,000 snapshots of ≈29 KB). Reading it
+from the driver, parsing it (≈2× its size in Python objects) and re-serialising it costs ≈4× its size
+per request, so an API that did that would grow by gigabytes under a few dozen concurrent clients.
+It is therefore stored already serialised:
 
 * one ``reports`` row: the attempt, the byte size and sha256 of the report's compact JSON, the section
   names in order and, when ``snapshots`` is a list, how many snapshots it has;
