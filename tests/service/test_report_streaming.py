@@ -164,6 +164,27 @@ def test_partial_reports_from_parts(idle_client: TestClient, factory: sessionmak
     assert "nope" in bad["errors"][0]["message"]
 
 
+def test_a_part_reads_only_its_rows_a_batch_per_connection(factory: sessionmaker[Session], key: str,
+                                                            big: dict[str, Any]) -> None:
+    job_id = store_report(factory, "acme", big)
+    engine = factory.kw["bind"]
+    opened = 0
+
+    def connect() -> sa.Connection:
+        nonlocal opened
+        opened += 1
+        conn: sa.Connection = engine.connect()
+        return conn
+
+    part = list(reports.read_parts(connect, job_id, ["schema_version", "snapshots", "end"], (3, 5)))
+    assert [(p.section, p.snapshot) for p in part] == [("schema_version", None), ("snapshots", 3), ("snapshots", 4),
+                                                        ("end", None)]  # the SQL filter: nothing else is fetched
+    opened = 0
+    whole = list(reports.read_parts(connect, job_id))
+    assert b"".join(reports.frame(list(big), True, iter(whole))) == reports.dumps(big)
+    assert opened == len(whole) // reports.BATCH_PARTS + 1  # a connection per batch, none held in between
+
+
 def test_other_tenants_and_unfinished_jobs(idle_client: TestClient, factory: sessionmaker[Session], key: str,
                                            other_key: str, big: dict[str, Any]) -> None:
     client = idle_client
