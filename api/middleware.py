@@ -55,6 +55,18 @@ async def _send_problem(send: Send, status: int, body: dict[str, Any], *, close:
     await send({"type": "http.response.body", "body": data})
 
 
+class _TrackingSend:
+    """``send`` that remembers whether the response has started (after that, no problem can replace it)."""
+
+    def __init__(self, send: Send) -> None:
+        self.send, self.started = send, False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+
 class UnexpectedErrorMiddleware:
     """Turns any exception that escapes the app into a 500 problem with a correlation id (module docstring).
 
@@ -69,21 +81,14 @@ class UnexpectedErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = _TrackingSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked)
         except Exception as exc:
             cid = new_correlation_id()
             log.error("unhandled error [correlation id %s] on %s %s%s", cid, scope.get("method"), scope.get("path"),
-                      " (response already started)" if started else "", exc_info=exc)
-            if not started:
+                      " (response already started)" if tracked.started else "", exc_info=exc)
+            if not tracked.started:
                 await _send_problem(send, 500, internal_error_body(cid, scope.get("path")), close=False,
                                     headers=((CORRELATION_HEADER.lower().encode(), cid.encode()),))
 
@@ -130,7 +135,6 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         seen = 0
-        started = False
 
         async def limited_receive() -> Message:
             nonlocal seen
@@ -141,16 +145,11 @@ class BodyLimitMiddleware:
                     raise BodyTooLarge(limit)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = _TrackingSend(send)
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, tracked)
         except BodyTooLarge:
-            if not started:
+            if not tracked.started:
                 await _send_problem(send, 413, self._problem(scope, limit))
 
     @staticmethod
