@@ -3,7 +3,7 @@ with the 30 s auth cache on; and the per-tenant request rate limit answers 429 w
 
 Two real uvicorn processes serve one PostgreSQL database. A key is polled through both until both
 have it cached, revoked through the ``glorot keys revoke`` service function, and then polled on the
-second process until it is refused: the measured delay must be at most 1 s + the check interval.
+second process until it is refused: the measured delay must be at most 1 s.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from jobs.models import ApiKey
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECK_INTERVAL_S = 0.5
-#: The bound the issue sets (1 s) plus the check interval: the revocation may land just after a check.
-REVOCATION_BOUND_S = 1.0 + CHECK_INTERVAL_S
+#: The bound the service promises: a revocation is seen at the next epoch check, at most CHECK_INTERVAL_S
+#: later, plus one request; 1 s leaves the request half a second even on a loaded machine.
+REVOCATION_BOUND_S = 1.0
 
 
 def _free_port() -> int:
