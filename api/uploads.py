@@ -9,7 +9,9 @@ another tenant's id is a 404 like an id that does not exist.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,7 +25,7 @@ from sqlalchemy.orm import Session
 from api.deps import AppContext, CtxDep, PrincipalDep
 from api.problems import PROBLEM_JSON, Problem
 from api.security import BadToken, sign_token, verify_token
-from api.upload_stream import receive_upload
+from api.upload_stream import ReceivedUpload, receive_upload
 from glorot_core.uploads.archive import ArchiveLimits
 from glorot_core.uploads.errors import UploadRefused
 from glorot_core.uploads.inspect import InspectLimits, inspect_in_child
@@ -85,6 +87,29 @@ def data_out(d: UploadedData, sha256: str, size: int) -> dict[str, Any]:
             **d.info}
 
 
+@contextlib.contextmanager
+def _removed_after(received: ReceivedUpload) -> Iterator[ReceivedUpload]:
+    """The received file's temporary copy is deleted when the route is done with it, whatever happened."""
+    try:
+        yield received
+    finally:
+        if received.path is not None:
+            received.path.unlink(missing_ok=True)
+
+
+def _file_and_metadata(received: ReceivedUpload, *, required: bool) -> tuple[Path, Any]:
+    """The uploaded file's temporary path and the parsed ``metadata`` part ({} when optional and absent)."""
+    if received.path is None:
+        raise Problem(422, "invalid-upload", "the multipart body has no 'file' part")
+    text = received.fields.get("metadata")
+    if text is None and not required:
+        return received.path, {}
+    try:
+        return received.path, json.loads(text or "")
+    except ValueError as e:
+        raise Problem(422, "invalid-metadata", f"the 'metadata' part must be JSON: {e}") from None
+
+
 def _store(ctx: AppContext, tenant_id: int, path: Path, sha256: str, size: int, make_row: Any) -> dict[str, Any]:
     s = ctx.settings
     with ctx.factory() as session:
@@ -111,17 +136,11 @@ def _store(ctx: AppContext, tenant_id: int, path: Path, sha256: str, size: int, 
 )
 async def upload_model(request: Request, ctx: CtxDep, principal: PrincipalDep) -> JSONResponse:
     received = await receive_upload(request, max_file_bytes=ctx.settings.max_upload_bytes)
-    try:
-        if received.path is None:
-            raise Problem(422, "invalid-upload", "the multipart body has no 'file' part")
-        try:
-            doc = json.loads(received.fields.get("metadata", ""))
-        except ValueError as e:
-            raise Problem(422, "invalid-metadata", f"the 'metadata' part must be JSON: {e}") from None
+    with _removed_after(received):
+        path, doc = _file_and_metadata(received, required=True)
         try:
             meta = parse_metadata(doc)
-            info = await run_in_threadpool(inspect_in_child, received.path, meta.model_dump(mode="json"),
-                                           _limits(ctx))
+            info = await run_in_threadpool(inspect_in_child, path, meta.model_dump(mode="json"), _limits(ctx))
         except UploadRefused as e:
             raise _refusal(e) from None
 
@@ -129,11 +148,7 @@ async def upload_model(request: Request, ctx: CtxDep, principal: PrincipalDep) -
             return UploadedModel(tenant_id=principal.tenant_id, blob_id=blob_id, name=meta.name, format=meta.format,
                                  declared=meta.model_dump(mode="json", exclude_none=True), info=info.to_dict())
 
-        body = await run_in_threadpool(_store, ctx, principal.tenant_id, received.path, received.sha256,
-                                       received.size, row)
-    finally:
-        if received.path is not None:
-            received.path.unlink(missing_ok=True)
+        body = await run_in_threadpool(_store, ctx, principal.tenant_id, path, received.sha256, received.size, row)
     return JSONResponse(body, status_code=201, headers={"Location": f"/v1/models/{body['id']}"})
 
 
@@ -146,29 +161,20 @@ async def upload_model(request: Request, ctx: CtxDep, principal: PrincipalDep) -
 )
 async def upload_data(request: Request, ctx: CtxDep, principal: PrincipalDep) -> JSONResponse:
     received = await receive_upload(request, max_file_bytes=ctx.settings.max_upload_bytes)
-    try:
-        if received.path is None:
-            raise Problem(422, "invalid-upload", "the multipart body has no 'file' part")
-        try:
-            doc = json.loads(received.fields["metadata"]) if "metadata" in received.fields else {}
-        except ValueError as e:
-            raise Problem(422, "invalid-metadata", f"the 'metadata' part must be JSON: {e}") from None
+    with _removed_after(received):
+        path, doc = _file_and_metadata(received, required=False)
         name = doc.get("name") if isinstance(doc, dict) else None
         if name is not None and (not isinstance(name, str) or len(name) > 200):
             raise Problem(422, "invalid-metadata", "metadata.name must be a string of at most 200 characters")
         try:
-            info = await run_in_threadpool(inspect_npz, str(received.path), _limits(ctx).archive)
+            info = await run_in_threadpool(inspect_npz, str(path), _limits(ctx).archive)
         except UploadRefused as e:
             raise _refusal(e) from None
 
         def row(blob_id: int) -> UploadedData:
             return UploadedData(tenant_id=principal.tenant_id, blob_id=blob_id, name=name, info=info)
 
-        body = await run_in_threadpool(_store, ctx, principal.tenant_id, received.path, received.sha256,
-                                       received.size, row)
-    finally:
-        if received.path is not None:
-            received.path.unlink(missing_ok=True)
+        body = await run_in_threadpool(_store, ctx, principal.tenant_id, path, received.sha256, received.size, row)
     return JSONResponse(body, status_code=201, headers={"Location": f"/v1/data/{body['id']}"})
 
 
