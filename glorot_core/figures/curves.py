@@ -41,18 +41,24 @@ def over_training(report: Report, section: str) -> bool:
     return len(_snapshots(report, section)) >= 2
 
 
-def mean_std(report: Report) -> Figure:
-    """Fig 2: per layer, the mean activation over training with ± one standard deviation as bars."""
-    fig, (ax,) = new_figure(report, "Activation mean and standard deviation per layer (Fig 2)")
-    steps, means = layer_series(report, "activation", "mean")
-    _, stds = layer_series(report, "activation", "std")
+def _mean_std_bars(ax: Any, report: Report, section: str, spread: float, gid: str, **style: Any) -> None:
+    """Per layer, ``section``'s mean over training with ± one std as error bars; the layers' bars are
+    shifted side by side by ``spread`` of the step range, not drawn on top of each other."""
+    steps, means = layer_series(report, section, "mean")
+    _, stds = layer_series(report, section, "std")
     span = (steps[-1] - steps[0]) if steps else 1
     xs = np.asarray(steps, dtype=float)
     for i, (m, s, c) in enumerate(zip(means, stds, layer_colors(len(means)), strict=True)):
-        shift = (i - (len(means) - 1) / 2) * 0.006 * span  # the bars of the layers side by side, not on top
-        ax.errorbar(xs + shift, np.asarray(m, dtype=float), yerr=np.asarray(s, dtype=float),
-                    color=c, marker="o", markersize=3, capsize=2,
-                    linewidth=1.2, elinewidth=0.8, label=layer_label(report, i + 1), gid=f"mean-layer{i + 1}")
+        shift = (i - (len(means) - 1) / 2) * spread * span
+        ax.errorbar(xs + shift, np.asarray(m, dtype=float), yerr=np.asarray(s, dtype=float), color=c,
+                    label=layer_label(report, i + 1), gid=f"{gid}-layer{i + 1}", **style)
+
+
+def mean_std(report: Report) -> Figure:
+    """Fig 2: per layer, the mean activation over training with ± one standard deviation as bars."""
+    fig, (ax,) = new_figure(report, "Activation mean and standard deviation per layer (Fig 2)")
+    _mean_std_bars(ax, report, "activation", 0.006, "mean", marker="o", markersize=3, capsize=2,
+                   linewidth=1.2, elinewidth=0.8)
     ax.set_xlabel(UPDATES_LABEL)
     ax.set_ylabel("activation value: mean (line), ± std (bars)")
     ax.legend(fontsize=8, loc="best")
@@ -79,15 +85,8 @@ def percentiles_std(report: Report) -> Figure:
 def weight_grad_std(report: Report) -> Figure:
     """Fig 9: per layer, the weight gradient's mean ± standard deviation over training."""
     fig, (ax,) = new_figure(report, "Weight-gradient standard-deviation intervals per layer (Fig 9)")
-    steps, means = layer_series(report, "weight_grad", "mean")
-    _, stds = layer_series(report, "weight_grad", "std")
-    span = (steps[-1] - steps[0]) if steps else 1
-    xs = np.asarray(steps, dtype=float)
-    for i, (m, s, c) in enumerate(zip(means, stds, layer_colors(len(means)), strict=True)):
-        shift = (i - (len(means) - 1) / 2) * 0.008 * span
-        ax.errorbar(xs + shift, np.asarray(m, dtype=float), yerr=np.asarray(s, dtype=float),
-                    color=c, linestyle="none", marker="_", capsize=3,
-                    elinewidth=1.5, label=layer_label(report, i + 1), gid=f"wgrad-layer{i + 1}")
+    _mean_std_bars(ax, report, "weight_grad", 0.008, "wgrad", linestyle="none", marker="_", capsize=3,
+                   elinewidth=1.5)
     ax.set_xlabel(UPDATES_LABEL)
     ax.set_ylabel("∂C/∂W: mean ± std")
     ax.legend(fontsize=8, loc="best")
