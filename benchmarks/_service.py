@@ -97,6 +97,33 @@ def _make_key(st: Stack) -> str:
 
 
 @contextlib.contextmanager
+def served(cmd: list[str], port: int, env: dict[str, str], log_path: Path, *, start_timeout_s: float = 60,
+           stop_timeout_s: float = 15) -> Iterator[str]:
+    """Run the server ``cmd`` (listening on ``port``, output to ``log_path``) until it answers /healthz;
+    yield its base URL; terminate it (then kill) on exit."""
+    log = open(log_path, "wb")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{cmd[2:4]} did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(stop_timeout_s)
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+
+
+@contextlib.contextmanager
 def api_server(st: Stack, app: str = "glorot_service.app:build_app", factory: bool = True) -> Iterator[str]:
     """uvicorn with ONE worker process serving ``app``; yields its base URL."""
     port = free_port()
@@ -104,29 +131,8 @@ def api_server(st: Stack, app: str = "glorot_service.app:build_app", factory: bo
            "--log-level", "warning", "--no-access-log"]  # fmt: skip
     if factory:
         cmd.append("--factory")
-    log = open(st.home / f"api-{port}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **st.env, "PYTHONPATH": str(ROOT)},
-                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"API did not start:\n{(st.home / f'api-{port}.log').read_text()[-3000:]}")
-            time.sleep(0.2)
+    with served(cmd, port, {**os.environ, **st.env, "PYTHONPATH": str(ROOT)}, st.home / f"api-{port}.log") as base:
         yield base
-    finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(15)
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
 
 
 @contextlib.contextmanager

@@ -40,7 +40,7 @@ import httpx
 from sqlalchemy import select
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _service import ROOT, api_server, celery_worker, free_port, stack
+from _service import ROOT, api_server, celery_worker, free_port, served, stack
 
 from jobs import reports
 from jobs.db import dispose_engines, session_factory
@@ -86,28 +86,11 @@ def local_server() -> Iterator[tuple[str, str, str]]:
                          text=True, check=True)  # fmt: skip
     key = out.stdout.strip().splitlines()[-1].strip()
     port = free_port()
-    log_path = home / "serve.log"
-    log = open(log_path, "wb")  # noqa: SIM115
-    proc = subprocess.Popen([*cli, "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    cmd = [*cli, "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"glorot serve did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield base, key, f"sqlite:///{(home / 'glorot.sqlite3').as_posix()}"
+        with served(cmd, port, env, home / "serve.log", start_timeout_s=90, stop_timeout_s=20) as base:
+            yield base, key, f"sqlite:///{(home / 'glorot.sqlite3').as_posix()}"
     finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(20)
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
         shutil.rmtree(home, ignore_errors=True)
 
 
