@@ -264,3 +264,45 @@ class UploadedData(Base):
     name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     info: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+# ------------------------------------------------------------------------------------------- suites
+
+
+class Suite(Base):
+    """A multi-seed suite (docs/suites.md): configurations × seeds, one child job each.
+
+    ``configs`` holds, per configuration, the body it was given as (a spec, or a preset body), its label,
+    preset and budget (None for a plain spec) and the paper's Table 1 test error in % when the preset has
+    one; ``seeds`` the seeds of each configuration (a list per configuration; JSON, since a seed is an
+    unsigned 64-bit word that no portable integer column holds). The children are ``suite_children``
+    rows; a suite's state is derived from theirs, never stored."""
+
+    __tablename__ = "suites"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "idempotency_key"),
+        Index("ix_suites_tenant_created", "tenant_id", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    configs: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    seeds: Mapped[list[list[int]]] = mapped_column(JSONType)
+    children_expected: Mapped[int] = mapped_column(Integer)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class SuiteChild(Base):
+    """Child ``position`` of a suite: the job of configuration ``config_index`` with seed number
+    ``seed_index`` (its seed is ``suites.seeds[config_index][seed_index]``)."""
+
+    __tablename__ = "suite_children"
+
+    suite_id: Mapped[str] = mapped_column(ForeignKey("suites.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    config_index: Mapped[int] = mapped_column(Integer)
+    seed_index: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)

@@ -17,7 +17,7 @@ from jobs.migrate import current_revision, downgrade, head_revision, upgrade
 from jobs.models import Base
 
 TABLES = {"tenants", "api_keys", "jobs", "reports", "report_parts", "metric_series", "metric_points", "blobs",
-          "blob_chunks", "uploaded_models", "uploaded_data"}
+          "blob_chunks", "uploaded_models", "uploaded_data", "suites", "suite_children"}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
