@@ -129,8 +129,9 @@ def _batched_eigvalsh(k: Tensor) -> Tensor:
     return w if w is not None else torch.linalg.eigvalsh(k)
 
 
-def _summary(sv: Tensor, bins: int, floor_rel: float) -> dict[str, Any]:
-    """Statistics of per-example singular values ``sv`` (B, k) as device tensors (see module doc)."""
+def spectrum_summary(sv: Tensor, bins: int, floor_rel: float) -> dict[str, Any]:
+    """Statistics of per-example singular values ``sv`` (B, k) as device tensors (see module doc);
+    ``floor_rel``: the relative resolution of σ (:func:`sv_resolution`), reported as ``sv_floor``."""
     sv = sv.to(torch.float64)
     smax = sv.amax(dim=1)
     smin = sv.amin(dim=1)
@@ -150,7 +151,7 @@ def _summary(sv: Tensor, bins: int, floor_rel: float) -> dict[str, Any]:
     }
 
 
-def _floor_rel(n: int, dtype: torch.dtype, chain_dtype: torch.dtype | None = None, depth: int = 0) -> float:
+def sv_resolution(n: int, dtype: torch.dtype, chain_dtype: torch.dtype | None = None, depth: int = 0) -> float:
     """Relative resolution of σ from a Gram eigen-solve (√(N ε)) plus a chain product's rounding."""
     rel = math.sqrt(n * torch.finfo(dtype).eps)
     if chain_dtype is not None:
@@ -210,7 +211,7 @@ def layer_jacobian_spectra(
     for i in range(1, model.hidden_layers):
         weight = model.linears[i].weight
         sv = _layer_svals(weight, ds[i], dtype, max_chunk_bytes)
-        out.append(_summary(sv, bins, _floor_rel(min(weight.shape), dtype)))
+        out.append(spectrum_summary(sv, bins, sv_resolution(min(weight.shape), dtype)))
     return out
 
 
@@ -284,12 +285,63 @@ def end_to_end_spectrum(
             j = _chain_jacobian(weights, [d[c:c + chunk] for d in ds]).to(dtype)
             out.append(_gram_svals(j @ j.mT if nl <= n0 else j.mT @ j))
         sv = torch.cat(out)
-    return _summary(sv, bins, _floor_rel(k, dtype, chain_dtype, len(weights)))
+    return spectrum_summary(sv, bins, sv_resolution(k, dtype, chain_dtype, len(weights)))
+
+
+def operator_singular_values(op: JacobianOperator, dtype: torch.dtype = torch.float64, *,
+                             max_bytes: int = DEFAULT_MAX_CHUNK_BYTES) -> Tensor:
+    """Every singular value (B, op.dim), ascending, of each example's J, formed from its products.
+
+    J is assembled from identity probes on its smaller side: rows Jᵀe_j (n_out ≤ n_in: n_out
+    vector-Jacobian products) or columns J e_j (n_in < n_out: n_in Jacobian-vector products), a slice
+    of probes at a time (``max_bytes``); then its smaller Gram (M Mᵀ, op.dim square) in ``dtype`` and
+    the eigen-solve of exact mode. Used where J has no structure to exploit (an uploaded graph).
+    """
+    k = op.dim
+    wide = max(op.n_in, op.n_out)
+    per_probe = op.batch * wide * torch.finfo(dtype).bits // 8 * 4
+    step = max(1, min(k, max_bytes // max(per_probe, 1)))
+    apply = op.rmv if op.n_out <= op.n_in else op.mv
+    eye = torch.eye(k, dtype=dtype, device=op.device)
+    parts = [apply(eye[j:j + step].expand(op.batch, -1, -1)).to(dtype) for j in range(0, k, step)]
+    m = torch.cat(parts, dim=1)  # (B, k, wide): J (rows) or Jᵀ (rows of Jᵀ)
+    return _gram_svals(m @ m.mT)
 
 
 # ----------------------------------------------------------------------------------- estimate mode
 
-class _ChainOperator:
+class JacobianOperator:
+    """A batch of per-example Jacobians J_b (``n_out`` × ``n_in``, b < ``batch``) known only by products.
+
+    Subclasses implement ``mv`` (J v for a (B, P, n_in) block of P probes per example → (B, P, n_out))
+    and ``rmv`` (Jᵀ u, (B, P, n_out) → (B, P, n_in)); Lanczos, the quadratures, the bounds and the exact
+    path by identity probes (:func:`operator_singular_values`) use nothing else. The MLP applies its
+    layer structure (:class:`_ChainOperator`); an arbitrary graph applies torch.func's jvp / vjp
+    (``glorot_core.uploads.jacobians``).
+    """
+
+    n_in: int
+    n_out: int
+    batch: int
+    device: torch.device
+
+    def mv(self, v: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def rmv(self, u: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    @property
+    def dim(self) -> int:
+        """Size of the smaller Gram: the number of singular values per example, min(n_in, n_out)."""
+        return min(self.n_in, self.n_out)
+
+    def gram(self, v: Tensor) -> Tensor:
+        """A v with A = JᵀJ (n_in ≤ n_out) or J Jᵀ: the smaller Gram, same nonzero spectrum."""
+        return self.rmv(self.mv(v)) if self.n_in <= self.n_out else self.mv(self.rmv(v))
+
+
+class _ChainOperator(JacobianOperator):
     """J = D_k W_k ⋯ D_1 W_1 applied matrix-free to (B, P, n) probe blocks (never formed)."""
 
     def __init__(self, weights: list[Tensor], ds: list[Tensor]) -> None:
@@ -297,6 +349,8 @@ class _ChainOperator:
         self.ds = [d[:, None, :] for d in ds]
         self.n_in = weights[0].shape[1]
         self.n_out = weights[-1].shape[0]
+        self.batch = ds[0].shape[0]
+        self.device = ds[0].device
 
     def mv(self, v: Tensor) -> Tensor:
         """J v: forward-mode through the layers, v ↦ d ⊙ (v Wᵀ)."""
@@ -310,16 +364,8 @@ class _ChainOperator:
             u = torch.matmul(u * d, w)
         return u
 
-    @property
-    def dim(self) -> int:
-        return min(self.n_in, self.n_out)
 
-    def gram(self, v: Tensor) -> Tensor:
-        """A v with A = JᵀJ (n_in ≤ n_out) or J Jᵀ: the smaller Gram, same nonzero spectrum."""
-        return self.rmv(self.mv(v)) if self.n_in <= self.n_out else self.mv(self.rmv(v))
-
-
-def _lanczos(op: _ChainOperator, v0: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+def _lanczos(op: JacobianOperator, v0: Tensor, steps: int) -> tuple[Tensor, Tensor]:
     """``steps`` Lanczos steps on op.gram from (B, P, N) start vectors, full reorthogonalisation.
 
     Returns alpha (B, P, k) and beta (B, P, k) (beta[..., j] couples q_j and q_{j+1}; the last one is
@@ -364,16 +410,52 @@ def _mean_se(x: Tensor) -> tuple[Tensor, Tensor]:
     return x.mean(), (var.sum() / p).sqrt() / b
 
 
-def _estimate(op: _ChainOperator, steps: int, probes: int, bins: int, generator: torch.Generator,
+def _estimate(op: JacobianOperator, steps: int, probes: int, bins: int, generator: torch.Generator,
               dtype: torch.dtype) -> dict[str, Any]:
     """Estimates with error bounds for one (batched over examples) Jacobian operator."""
+    return lanczos_statistics([lanczos_run(op, steps, probes, generator, dtype)], bins)
+
+
+class LanczosRun:
+    """What the statistics need of one operator's Lanczos runs: the tridiagonal coefficients ``alpha``,
+    ``beta`` (B, P, k) and the probes' squared norms ``norm2`` (B, P), with the Gram's size ``n``.
+
+    The Krylov bases are dropped once a run ends, so a large operator can run in chunks of examples
+    (each its own :class:`JacobianOperator`) and be summarised at once (:func:`lanczos_statistics`).
+    """
+
+    def __init__(self, alpha: Tensor, beta: Tensor, norm2: Tensor, n: int) -> None:
+        self.alpha, self.beta, self.norm2, self.n = alpha, beta, norm2, n
+
+    def rows(self, count: int) -> LanczosRun:
+        """The first ``count`` examples (drops padding rows)."""
+        return LanczosRun(self.alpha[:count], self.beta[:count], self.norm2[:count], self.n)
+
+
+def lanczos_run(op: JacobianOperator, steps: int, probes: int, generator: torch.Generator,
+                dtype: torch.dtype = torch.float64) -> LanczosRun:
+    """min(steps, op.dim) Lanczos steps on op's smaller Gram from ``probes`` Gaussian starts per example."""
     n = op.dim
     k = min(steps, n)
-    batch = op.ds[0].shape[0]
-    device = op.ds[0].device
-    v0 = torch.randn(batch, probes, n, generator=generator, device=device, dtype=dtype)
+    v0 = torch.randn(op.batch, probes, n, generator=generator, device=op.device, dtype=dtype)
     norm2 = v0.square().sum(-1)  # ‖v‖² (Gaussian probes: E vᵀ f(A) v = tr f(A))
     alpha, beta = _lanczos(op, v0, k)
+    return LanczosRun(alpha, beta, norm2, n)
+
+
+def lanczos_statistics(runs: list[LanczosRun], bins: int, *, rounding: float = 0.0) -> dict[str, Any]:
+    """The estimate mode's statistics and bounds (module docstring) over the examples of ``runs``.
+
+    ``rounding``: relative error δ of the operator's products themselves (0 for the MLP's float64
+    products). A perturbation of J by δ‖J‖ moves every σ by at most δσ_max (Weyl), so the bounds are
+    widened by δ·σ_max (σ_max, mean σ) and (2δ + δ²)·σ_max² (mean σ²).
+    """
+    n = runs[0].n
+    alpha = torch.cat([r.alpha for r in runs])
+    beta = torch.cat([r.beta for r in runs])
+    norm2 = torch.cat([r.norm2 for r in runs])
+    batch, probes, k = alpha.shape
+    device = alpha.device
     theta, s = torch.linalg.eigh(_tridiag(alpha, beta[..., :-1]))
     tau2 = s[..., 0, :].square()
     lam_scale = theta.abs().amax(-1, keepdim=True)
@@ -424,6 +506,11 @@ def _estimate(op: _ChainOperator, steps: int, probes: int, bins: int, generator:
     hist = _weighted_histogram(nodes, weights, edges)
 
     msq_bound = _SIGMAS * msq_se
+    if rounding:
+        widen = rounding * max_hi
+        max_lo, max_hi = max_lo - widen, max_hi + widen
+        msv_bound = msv_bound + widen
+        msq_bound = msq_bound + (2 * rounding + rounding**2) * max_hi.square()
     return {
         "mean_sv": msv,
         "mean_sq_sv": msq,
