@@ -67,12 +67,14 @@ def subtitle(report: Report) -> str:
             f"{report.get('end', {}).get('steps_done', t.get('steps'))} updates")
 
 
-def new_figure(report: Report, title: str, rows: int = 1, height: float = 4.2) -> tuple[Figure, list[Axes]]:
-    """A figure with ``rows`` stacked axes, titled with ``title`` and the run it is of."""
+def new_figure(report: Report, title: str, rows: int = 1, height: float = 4.2, *,
+               subtitle_text: str | None = None) -> tuple[Figure, list[Axes]]:
+    """A figure with ``rows`` stacked axes, titled with ``title`` and the run it is of (or
+    ``subtitle_text`` when given: a figure of several runs)."""
     fig = Figure(figsize=(7.5, height * rows), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     axes = [fig.add_subplot(rows, 1, i + 1) for i in range(rows)]
-    fig.suptitle(f"{title}\n{subtitle(report)}", fontsize=10)
+    fig.suptitle(f"{title}\n{subtitle(report) if subtitle_text is None else subtitle_text}", fontsize=10)
     return fig, axes
 
 

@@ -5,7 +5,8 @@
   deviation (line with markers).
 * Fig 9: the weight gradients' standard-deviation interval per layer (mean ± std, ∂C/∂W of the mean
   cost over the monitor set, eq. 7).
-* Figs 11–12: test error against the number of training examples seen.
+* Figs 11–12: test error against the number of training examples seen; for a suite, one curve per
+  configuration (the mean over its seeds) with the band its seeds span.
 
 The x axis is the number of mini-batch updates (the paper's "epoch" is 20,000 of them), except for
 test error, which the paper plots against examples seen.
@@ -13,6 +14,8 @@ test error, which the paper plots against examples seen.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -103,17 +106,49 @@ def has_test_error(report: Report) -> bool:
     return len(error_series(report)[0]) >= 2
 
 
+@dataclass(frozen=True)
+class ErrorCurve:
+    """One curve of Figs 11–12: test error against examples seen, and optionally a band around it
+    (``low``/``high``: a suite's spread over seeds). ``gid`` names its Artists (``gid``, ``gid-band``)."""
+
+    label: str
+    examples_seen: Sequence[float]
+    error: Sequence[float]
+    gid: str
+    low: Sequence[float] | None = None
+    high: Sequence[float] | None = None
+
+
+def draw_error_curves(ax: Any, curves: Sequence[ErrorCurve], prior: float | None = None) -> None:
+    """Figs 11–12 on ``ax``: each curve (a line; its band shaded in the same colour when it has one),
+    the majority-class error dotted when known."""
+    for c in curves:
+        (line,) = ax.plot(c.examples_seen, c.error, marker=".", label=c.label, gid=c.gid)
+        if c.low is not None and c.high is not None:
+            ax.fill_between(np.asarray(c.examples_seen, dtype=float), np.asarray(c.low, dtype=float),
+                            np.asarray(c.high, dtype=float), color=line.get_color(), alpha=0.2, linewidth=0,
+                            gid=f"{c.gid}-band")
+    if prior is not None:
+        ax.axhline(number(prior), color="grey", linestyle=":", label="majority-class error", gid="prior")
+    ax.set_xlabel("examples seen")
+    ax.set_ylabel("test error")
+    ax.legend(fontsize=8, loc="best")
+
+
 def error_curve(report: Report) -> Figure:
     """Figs 11–12: test error against examples seen, with the majority-class error for reference."""
     fig, (ax,) = new_figure(report, "Test error against examples seen (Figs 11, 12)")
     seen, err = error_series(report)
     spec = report.get("spec", {})
     label = f"{spec.get('model', {}).get('activation')} {spec.get('model', {}).get('init')}"
-    ax.plot(seen, err, marker=".", label=label, gid="test-error")
-    prior = report.get("resolved", {}).get("majority_class_error")
-    if prior is not None:
-        ax.axhline(number(prior), color="grey", linestyle=":", label="majority-class error", gid="prior")
-    ax.set_xlabel("examples seen")
-    ax.set_ylabel("test error")
-    ax.legend(fontsize=8, loc="best")
+    draw_error_curves(ax, [ErrorCurve(label, seen, err, "test-error")],
+                      report.get("resolved", {}).get("majority_class_error"))
+    return fig
+
+
+def error_bands(curves: Sequence[ErrorCurve], subtitle: str) -> Figure:
+    """Figs 11–12 for several runs at once (a suite): one curve per configuration, the mean over its
+    seeds, with the band its seeds span."""
+    fig, (ax,) = new_figure({}, "Test error against examples seen (Figs 11, 12)", subtitle_text=subtitle)
+    draw_error_curves(ax, curves)
     return fig
