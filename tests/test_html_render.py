@@ -1,0 +1,196 @@
+"""The HTML report (glorot_core.report_html) read back as a reader would: every number in its per-layer
+tables, theory table and verdicts is the report's; the figures are the report's figures, embedded; a
+spec's name or a verdict's text is shown as text, never run as markup; the page fetches nothing and has
+no script; what a report lacks (a snapshot, an instrument's section, the theory) is said, not an error.
+
+Numbers are shown with 4 significant digits (``view.number_text``): a shown value is within a relative
+5e-4 of the report's (half a unit in the 4th digit, over a leading digit ≥ 1); percentages with one
+decimal, within 5e-4 absolute as fractions.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from typing import Any
+
+import pytest
+from html_parse import cell_number, decode_data_uri, is_image, parse
+
+from glorot_core import figures, report_html
+from glorot_core.report_html import view
+from glorot_core.runner import run_experiment
+from glorot_core.spec import validate_spec
+
+REL = 5e-4  # 4 significant digits (module docstring)
+PCT_ABS = 5e-4  # one decimal of a percentage
+TINY_SVG = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"></svg>'
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    """A small trained tanh run with every instrument: 3 snapshots (steps 0, 10, 20), Jacobians on 2 examples."""
+    spec = validate_spec({
+        "name": "html", "device": "cpu", "model": {"hidden": [16, 16, 16], "activation": "tanh"},
+        "train": {"steps": 20}, "data": {"test_examples": 100},
+        "diagnostics": {"every": 10, "monitor_examples": 40, "jacobian": {"examples": 2}},
+    })
+    return json.loads(json.dumps(run_experiment(spec)))  # as read back from a file or the API
+
+
+def _stub_draw(name: str, fmt: str) -> bytes:
+    """A tiny valid SVG for every figure: for the tests whose subject is not the figures (drawing them all
+    takes seconds)."""
+    return TINY_SVG
+
+
+def _close(shown: Any, value: Any, percent: bool = False) -> bool:
+    if value is None:
+        return shown is None
+    if isinstance(value, str):  # the report's non-finite numbers
+        return shown is None or math.isnan(shown) or math.isinf(shown)
+    if percent:
+        return abs(shown - value) <= PCT_ABS
+    return math.isclose(shown, value, rel_tol=REL, abs_tol=0.0)
+
+
+def test_number_text_rounds_and_keeps_missing_and_non_finite_visible() -> None:
+    assert view.number_text(None) == "—"
+    assert view.number_text(16) == "16"
+    assert view.number_text(0.123456) == "0.1235"
+    assert view.number_text(1.2e-05) == "1.2e-05"
+    assert view.number_text(0.25, percent=True) == "25.0%"
+    assert view.number_text(float("nan")) == "NaN" and view.number_text(float("-inf")) == "-Infinity"
+    assert view.number_text("Infinity") == "Infinity"  # the report's own spelling of a non-finite number
+    assert view.number_text([0.5, 2]) == "0.5, 2"
+    assert view.number_text(True) == "yes"
+
+
+def test_layer_tables_show_the_reports_numbers_at_init_and_at_the_end(report: dict[str, Any]) -> None:
+    page = parse(report_html.render_report(report, draw=_stub_draw))
+    tables = page.tables_of("layers")
+    snaps = report["snapshots"]
+    assert [t.attrs["data-step"] for t in tables] == [str(snaps[0]["step"]), str(snaps[-1]["step"])] == ["0", "20"]
+    header = tables[0].rows[0]
+    assert header == ["layer", "units", *[c.header for c in view.LAYER_COLUMNS]]
+    for table, snap in zip(tables, (snaps[0], snaps[-1]), strict=True):
+        rows = page.body_rows(table)
+        assert len(rows) == len(report["layers"]) == 3
+        for row, layer, described in zip(rows, snap["layers"], report["layers"], strict=True):
+            assert row[0] == f"{layer['index']} {layer['name']}" and row[1] == str(described["units"])
+            for text, col in zip(row[2:], view.LAYER_COLUMNS, strict=True):
+                block = layer[col.section]
+                value = None if block is None else block[col.key]
+                assert text == view.number_text(value, percent=col.percent)
+                assert _close(cell_number(text), value, col.percent), (col, text, value)
+    # The last hidden layer has no J^i (there is no z_{i+1} to map to): shown as missing, not as a number.
+    assert page.body_rows(tables[0])[-1][-1] == "—"
+
+
+def test_theory_table_is_predicted_beside_measured_with_their_ratio(report: dict[str, Any]) -> None:
+    page = parse(report_html.render_report(report, draw=_stub_draw))
+    (table,) = page.tables_of("theory")
+    rows = page.body_rows(table)
+    at_init = report["theory"]["at_init"]
+    assert len(rows) == len(at_init) == 3
+    for row, th in zip(rows, at_init, strict=True):
+        shown = [cell_number(t) for t in row[1:]]
+        for k, what in enumerate(("activation_var", "backprop_var", "weight_grad_var")):
+            pred, meas, ratio = shown[3 * k: 3 * k + 3]
+            p, m = th[f"predicted_{what}"], th[f"measured_{what}"]
+            assert _close(pred, p) and _close(meas, m), (what, row)
+            assert _close(ratio, p / m), (what, ratio, p / m)
+        # eq. 7's ratio the page computes is the one the report states
+        assert math.isclose(th["predicted_weight_grad_var"] / th["measured_weight_grad_var"],
+                            th["weight_grad_var_predicted_over_measured"], rel_tol=1e-12)
+        assert _close(shown[9], th["predicted_weight_grad_var_ratio_to_layer1"])
+        assert _close(shown[10], th["weight_grad_var_ratio_to_layer1"])
+        assert _close(shown[11], th["chi"]) and _close(shown[12], th["depth_scale"])
+    assert rows[0][10] == "1"  # layer 1's ratio to itself
+
+
+def test_every_verdict_is_shown_with_its_numbers(report: dict[str, Any]) -> None:
+    assert report["verdicts"], "the tiny standard-init tanh run should be flagged (its J^i contract)"
+    page = parse(report_html.render_report(report, draw=_stub_draw))
+    (table,) = page.tables_of("verdicts")
+    rows = page.body_rows(table)
+    assert len(rows) == len(report["verdicts"])
+    for row, v in zip(rows, report["verdicts"], strict=True):
+        assert row[0] == v["severity"] and row[1] == v["code"] and row[4] == v["message"]
+        assert row[2] == view.number_text(v["layer"]) and row[3] == view.number_text(v["step"])
+        for key, value in v["values"].items():
+            assert f"{key} = {view.number_text(value)}" in row[5]
+
+
+def test_figures_are_the_reports_figures_embedded(report: dict[str, Any]) -> None:
+    """SVG, the default (the service's test embeds PNGs and compares them with its figure routes')."""
+    page = parse(report_html.render_report(report))
+    images = page.images()
+    assert [i["data-figure"] for i in images] == [d.name for d in figures.available(report)]
+    for img in images:
+        media, data = decode_data_uri(img["src"] or "")
+        assert media == "image/svg+xml" and is_image(media, data)
+        assert data == figures.render(report, img["data-figure"], "svg")  # the figure itself, not a lookalike
+        assert img["alt"]
+
+
+def test_the_page_is_self_contained_and_has_no_script(report: dict[str, Any]) -> None:
+    html = report_html.render_report(report, draw=_stub_draw)
+    page = parse(html)
+    assert not [t for t, _ in page.tags if t in ("script", "iframe", "object", "embed", "link", "base", "form")]
+    for tag, attrs in page.tags:
+        for name in ("src", "href"):
+            if attrs.get(name) is not None:
+                assert attrs[name].startswith(("data:", "#")), (tag, attrs)
+        assert not [a for a in attrs if a.startswith("on")], (tag, attrs)  # no inline handlers
+    (csp,) = [a for t, a in page.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"]
+    assert csp["content"] == report_html.CONTENT_SECURITY_POLICY and "default-src 'none'" in csp["content"]
+    assert "@media print" in html  # print styles
+    assert json.loads(page.pre[0]) == report["spec"]  # the spec, pretty-printed, reads back as itself
+
+
+def test_text_from_the_spec_and_verdicts_is_escaped(report: dict[str, Any]) -> None:
+    hostile = copy.deepcopy(report)
+    name = '<script>alert("x")</script><img src=x onerror=alert(1)> & "q"'
+    hostile["spec"]["name"] = name
+    hostile["verdicts"][0]["message"] = "</td></tr></table><script>alert(2)</script>"
+    hostile["verdicts"][0]["values"] = {"<b>k</b>": "<i>v</i>"}
+    html = report_html.render_report(hostile, draw=_stub_draw, job={"id": "<job>", "kind": "<k>"})
+    page = parse(html)
+    assert "<script" not in html.lower() and "<img src=x" not in html and "<b>" not in html
+    assert not [t for t, _ in page.tags if t in ("script", "b", "i")]
+    assert all((a.get("src") or "").startswith("data:") for a in page.images())
+    assert name in page.text and "</td></tr></table><script>alert(2)</script>" in page.text
+    assert "<b>k</b> = <i>v</i>" in page.text and "<job>" in page.text
+    assert html.count("&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;") == 2  # <title> and <h1>
+    assert len(page.tables_of("verdicts")[0].rows) == 1 + len(report["verdicts"])  # the table's shape held
+
+
+def test_what_a_report_lacks_is_said(report: dict[str, Any]) -> None:
+    partial = copy.deepcopy(report)
+    partial["snapshots"] = partial["snapshots"][:1]
+    partial["snapshots"][0]["layers"][0]["jacobian"] = None  # an instrument that did not run there
+    partial["theory"] = {"equations": "eqs 5-7", "at_init": [None, None, None]}
+    partial["verdicts"] = []
+    page = parse(report_html.render_report(partial, draw=_stub_draw))
+    (table,) = page.tables_of("layers")
+    assert "the only snapshot" in page.text
+    assert page.body_rows(table)[0][-1] == "—"
+    assert not page.tables_of("theory") and "no theory section" in page.text
+    assert not page.tables_of("verdicts") and "No verdicts" in page.text
+
+
+def test_theory_outside_its_assumptions_says_so(report: dict[str, Any]) -> None:
+    relu = copy.deepcopy(report)
+    for row in relu["theory"]["at_init"]:
+        row["applies"] = False
+    page = parse(report_html.render_report(relu, draw=_stub_draw))
+    assert "predictions do not apply" in page.text
+    ok = parse(report_html.render_report(report, draw=_stub_draw))
+    assert "predictions do not apply" not in ok.text
+
+
+def test_an_unknown_figure_format_is_refused(report: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="figure format"):
+        report_html.render_report(report, fmt="gif", draw=_stub_draw)
