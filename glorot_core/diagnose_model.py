@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from glorot_core.activations import Activation
 from glorot_core.allocator import keep_freed_memory
 from glorot_core.data import open_dataset
 from glorot_core.errors import SpecNotRunnable
@@ -50,8 +51,9 @@ POOLED = {"dense": ("examples", "units"), "conv": ("examples", "channels", "heig
 UNITS = {"dense": "units", "conv": "channels (positions are samples)", "sequence": "features (tokens are samples)",
          "tensor": "entries"}
 CONVENTIONS = {
-    "layers": "probe point i = 1..L in forward order, after each activation; s = the activation's input, "
-              "z = its output; name = the module path",
+    "layers": "probe point i = 1..L in forward order, after each activation (role activation: s = the "
+              "activation's input, z = its output) and at block outputs (role residual: a residual sum; role "
+              "norm: a normalisation's output; s = z, no activation, saturation null); name = the module path",
     "cost": "labels: -log P(y|x) (softmax of the output); no labels: the mean squared output per example, "
             "C = sum_n mean_k y_{n,k}^2",
     "pooling": "scalar statistics pool every axis of a probe point (layers[].pooled); units (dead units, "
@@ -104,7 +106,7 @@ def diagnose_model(
         raise SpecNotRunnable("the model has no probe point (no activation module or op to observe)")
     points, captures = _captures(raw)
     mon = Monitor(x, y if y is not None else torch.zeros(x.shape[0], dtype=torch.int64, device=device),
-                  points[0].activation, cross_entropy, spec.diagnostics.jacobian.model_copy(update={"mode": "off"}),
+                  _main_activation(points), cross_entropy, spec.diagnostics.jacobian.model_copy(update={"mode": "off"}),
                   spec.diagnostics.histogram_bins, spec.diagnostics.gradient_basis)
     network = _network(raw, y, mon, points)
     snap = SnapshotCapture(captures, index=0, final=True, network={"model": module})
@@ -125,7 +127,7 @@ def diagnose_model(
     if y is not None:
         counts = torch.bincount(y.cpu())
         majority = 1.0 - float(counts.max()) / max(int(counts.sum()), 1)
-    report = build_report(spec, device=device, activation=points[0].activation, points=points,
+    report = build_report(spec, device=device, activation=_main_activation(points), points=points,
                           init_info={"scheme": "uploaded", "format": files.metadata.get("format")},
                           data_root=None, majority_error=majority, snapshots=[entry],
                           end={"steps_done": 0, "examples_seen": 0, "diverged": False}, started=started)
@@ -134,7 +136,8 @@ def diagnose_model(
                                    "input": {"shape": list(loaded.input_shape), "dtype": loaded.input_dtype},
                                    "parameters": loaded.parameters, "labels": y is not None}
     for lay, p in zip(report["layers"], points, strict=True):
-        lay.update({"kind": p.kind, "shape": list(p.shape), "pooled": list(p.pooled), "unit_axis": UNITS[p.kind]})
+        lay.update({"kind": p.kind, "shape": list(p.shape), "pooled": list(p.pooled), "unit_axis": UNITS[p.kind],
+                    "role": p.role})
     if progress is not None:
         progress(Progress(1.0, 0, 0, "report", "report built"))
     return report
@@ -168,15 +171,21 @@ def _captures(raw: RawCapture) -> tuple[list[ProbePoint], list[UploadedCapture]]
         point = ProbePoint(index=i, name=site.name, kind=kind, shape=shape, pooled=POOLED[kind],
                            activation=activation_named(site.activation),
                            fan_in=int(site.weight.shape[1]) if linear else None,
-                           fan_out=None)
+                           fan_out=None, role=site.role)
         dense = kind == "dense" and linear
+        s_folded = fold(site.s)
         captures.append(UploadedCapture(
-            point=point, s=fold(site.s), z=fold(site.z), grad_s=fold(g),
+            point=point, s=s_folded, z=s_folded if site.z is site.s else fold(site.z), grad_s=fold(g),
             z_in=site.z_in.reshape(site.z_in.shape[0], -1) if dense and site.z_in is not None else None,
             weight=site.weight.detach() if linear and raw.output_weight is not None else None,
             given_weight_grad=wg))
         points.append(point)
     return points, captures
+
+
+def _main_activation(points: list[ProbePoint]) -> Activation:
+    """The run's activation (the report's saturation rule): the first activation point's, else ``none``."""
+    return next((p.activation for p in points if p.role == "activation"), points[0].activation)
 
 
 def _network(raw: RawCapture, y: Tensor | None, mon: Monitor, points: list[ProbePoint]) -> dict[str, Any]:
@@ -190,7 +199,7 @@ def _network(raw: RawCapture, y: Tensor | None, mon: Monitor, points: list[Probe
         "output_backward_gain": out_w.shape[0] * out_w.var() if out_w is not None else None,
         "output_weight_grad": gradient_stats(raw.output_weight_grad, mon.gradient_bins)
         if raw.output_weight_grad is not None else None,
-        "activation": points[0].activation,
+        "activation": _main_activation(points),
     }
 
 

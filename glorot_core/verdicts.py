@@ -95,7 +95,7 @@ def _snapshot_verdicts(snap: dict[str, Any]) -> list[dict[str, Any]]:
         if nonfinite:
             out.append(verdict("non_finite", "error", f"layer {i} has non-finite values: {nonfinite}",
                                layer=i, step=step, counts=nonfinite))
-        sat = lay["saturation"]
+        sat = lay.get("saturation") or {}  # null at a residual or norm probe point (no activation, no rule)
         found = _saturation_verdict(sat, i, step)
         if found is not None:
             out.append(found)

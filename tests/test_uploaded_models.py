@@ -8,7 +8,6 @@ GEMM for the built-in MLP (summation order differs: relative 1e-4).
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from glorot_core.runner import run_experiment
 from glorot_core.spec import ExperimentSpec, validate_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from upload_fixtures import CNN_ARCH, CNN_INPUT, small_cnn, write_cnn_files
+from upload_fixtures import CNN_ARCH, CNN_INPUT, TinyTransformer, small_cnn, write_cnn_files
 
 SECTIONS = ("activation", "saturation", "backprop_grad", "weight_grad", "theory", "effective_rank")
 
@@ -109,37 +108,6 @@ def test_same_cnn_in_three_formats_gives_the_same_statistics(tmp_path: Path) -> 
     assert conv["effective_rank"]["entropy"] <= 4 + 1e-6  # at most the 4 channels
 
 
-class _Block(nn.Module):
-    def __init__(self, d: int) -> None:
-        super().__init__()
-        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
-        self.mlp = nn.Sequential()
-        self.mlp.fc, self.mlp.act, self.mlp.out = nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.qkv(self.norm1(h)).chunk(3, dim=-1)
-        att = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
-        h = h + self.proj(att @ v)
-        return h + self.mlp(self.norm2(h))
-
-
-class TinyTransformer(nn.Module):
-    """Embedding, attention, an MLP with GELU, residuals and LayerNorm: the shape of a transformer block."""
-
-    def __init__(self, vocab: int = 50, d: int = 16, blocks: int = 2, classes: int = 5) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab, d)
-        self.blocks = nn.ModuleList(_Block(d) for _ in range(blocks))
-        self.head = nn.Linear(d, classes)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        h = self.embed(tokens)
-        for b in self.blocks:
-            h = b(h)
-        return self.head(h.mean(dim=1))
-
-
 def test_transformer_probe_points_are_named_by_module_path(tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = TinyTransformer().eval()
@@ -149,10 +117,13 @@ def test_transformer_probe_points_are_named_by_module_path(tmp_path: Path) -> No
                           "data": {"dataset": "tokens", "vocab_size": 50, "sequence_length": 8},
                           "diagnostics": {"monitor_examples": 30}, "device": "cpu"})
     report = run_experiment(spec)
-    assert [lay["name"] for lay in report["layers"]] == ["blocks.0.mlp.act", "blocks.1.mlp.act"]
+    acts = [lay for lay in report["layers"] if lay["role"] == "activation"]  # block outputs: test_block_outputs
+    assert [lay["name"] for lay in acts] == ["blocks.0.mlp.act", "blocks.1.mlp.act"]
     assert all(lay["kind"] == "sequence" and lay["shape"] == [8, 64] and lay["activation"] == "gelu"
-               for lay in report["layers"])
+               for lay in acts)
     for lay in report["snapshots"][0]["layers"]:
+        if lay["index"] not in {a["index"] for a in acts}:
+            continue
         assert lay["activation"]["std"] > 0 and lay["backprop_grad"]["std"] > 0
         assert lay["weight_grad"]["std"] > 0  # blocks.i.mlp.fc feeds the GELU directly
         assert lay["saturation"]["fraction"] == 0.0  # gelu never saturates

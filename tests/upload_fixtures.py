@@ -1,9 +1,10 @@
-"""Files the upload tests send: a small CNN in every format, a pickle that leaves a marker file when
-unpickled (planted alone and inside a .pt2), a TorchScript archive and zip bombs."""
+"""Files the upload tests send: a small CNN in every format, a tiny transformer, a pickle that leaves a
+marker file when unpickled (planted alone and inside a .pt2), a TorchScript archive and zip bombs."""
 
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import zipfile
 from pathlib import Path
@@ -39,6 +40,37 @@ def write_cnn_files(folder: Path) -> dict[str, Path]:
     torch.save(net.state_dict(), paths["state_dict"])
     torch.export.save(torch.export.export(net, (torch.zeros(2, 1, 8, 8),)), str(paths["exported"]))
     return paths
+
+
+class _Block(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.mlp = nn.Sequential()
+        self.mlp.fc, self.mlp.act, self.mlp.out = nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(self.norm1(h)).chunk(3, dim=-1)
+        att = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+        h = h + self.proj(att @ v)
+        return h + self.mlp(self.norm2(h))
+
+
+class TinyTransformer(nn.Module):
+    """Embedding, attention, an MLP with GELU, residuals and LayerNorm: the shape of a transformer block."""
+
+    def __init__(self, vocab: int = 50, d: int = 16, blocks: int = 2, classes: int = 5) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.blocks = nn.ModuleList(_Block(d) for _ in range(blocks))
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.embed(tokens)
+        for b in self.blocks:
+            h = b(h)
+        return self.head(h.mean(dim=1))
 
 
 class _Marker:

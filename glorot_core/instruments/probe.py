@@ -31,7 +31,9 @@ class ProbePoint:
     ``shape`` is the per-example shape of s and z (``(units,)`` for a dense layer); ``pooled`` names
     the axes of ``(examples, *shape)`` that per-layer statistics pool over; ``activation`` is f.
     ``fan_in`` / ``fan_out`` describe the weights feeding this point and fed by it (None where the
-    point has no such weight).
+    point has no such weight). ``role`` is ``activation`` (s is f's input, z its output) or, for an
+    uploaded model's block outputs, ``residual`` / ``norm`` (no activation: s and z are one tensor,
+    and saturation has no rule there).
     """
 
     index: int
@@ -42,6 +44,7 @@ class ProbePoint:
     activation: Activation
     fan_in: int | None = None
     fan_out: int | None = None
+    role: str = "activation"
 
     def describe(self) -> dict[str, Any]:
         """The point as the report's ``layers`` list and the upload API describe it."""
@@ -50,7 +53,7 @@ class ProbePoint:
             units *= n
         return {"index": self.index, "name": self.name, "kind": self.kind, "shape": list(self.shape),
                 "pooled": list(self.pooled), "units": units, "activation": self.activation.name,
-                "fan_in": self.fan_in, "fan_out": self.fan_out}
+                "fan_in": self.fan_in, "fan_out": self.fan_out, "role": self.role}
 
 
 def mlp_probe_points(widths: list[int], activation: Activation) -> list[ProbePoint]:

@@ -55,5 +55,7 @@ class Saturation(Instrument):
     section = "saturation"
     scalars = ("fraction", "low", "high", "dead_units")
 
-    def measure_point(self, capture: Capture, monitor: Monitor) -> dict[str, Any]:
+    def measure_point(self, capture: Capture, monitor: Monitor) -> dict[str, Any] | None:
+        if capture.point.role != "activation":
+            return None  # a residual sum or a norm output: no activation, so no saturation rule
         return saturation_stats(capture.z, capture.point.activation)

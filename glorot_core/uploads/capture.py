@@ -3,9 +3,10 @@
 Where the instruments look (``glorot_core.uploads.probe_points`` names the points):
 
 * a described network (``nn.Sequential``): forward hooks on each activation module, by module path;
-  s is the module's input, z its output;
+  s is the module's input, z its output; and on each norm module, whose output is both s and z;
 * an exported program: its module (``program.module()``) run node by node by an ``fx.Interpreter``
-  that keeps, for each activation, the value its first node reads (s) and its last node's output (z).
+  that keeps, for each activation, the value its first node reads (s) and its last node's output (z),
+  and for each block output (residual sum, norm output) its node's output as both s and z.
 
 The cost C is summed over the monitor examples, so row n of ∂C/∂s is example n's own gradient
 (paper eq. 6): −log P(y|x) when labels exist (the output must then be logits, examples × classes),
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glorot_core.instruments.probe import Capture
-from glorot_core.uploads.probe_points import MODULE_ACTIVATIONS, graph_activations
+from glorot_core.uploads.probe_points import graph_probe_sites, module_role
 
 Tensor = torch.Tensor
 _FEEDING_OPS = ("linear", "conv2d")
@@ -53,7 +54,8 @@ class UploadedCapture(Capture):
 
 @dataclass
 class Site:
-    """One probe point's tensors from one forward pass: s, z, and the weight feeding s with its input."""
+    """One probe point's tensors from one forward pass: s, z, and the weight feeding s with its input;
+    ``role`` as in ``glorot_core.uploads.probe_points`` (for a block output s and z are one tensor)."""
 
     name: str
     activation: str
@@ -61,6 +63,7 @@ class Site:
     z: Tensor
     weight: nn.Parameter | None = None
     z_in: Tensor | None = None
+    role: str = "activation"
 
 
 @dataclass
@@ -91,14 +94,15 @@ def _sequential_forward(net: nn.Module, x: Tensor) -> tuple[list[Site], Tensor, 
     hooks = []
     children = dict(net.named_modules())
     for name, module in net.named_modules():
-        act = MODULE_ACTIVATIONS.get(type(module))
-        if act is None or not name:
+        role, act = module_role(module)
+        if role is None or not name:
             continue
-        feeding = _previous_sibling(children, name)
+        feeding = _previous_sibling(children, name) if role == "activation" else None
 
         def hook(_m: nn.Module, inp: tuple[Tensor, ...], out: Tensor, name: str = name, act: str = act,
-                 feeding: nn.Module | None = feeding) -> None:
-            sites.append(Site(name, act, inp[0], out, feeding.weight if feeding is not None else None))
+                 feeding: nn.Module | None = feeding, role: str = role) -> None:
+            s = inp[0] if role == "activation" else out
+            sites.append(Site(name, act, s, out, feeding.weight if feeding is not None else None, role=role))
 
         hooks.append(module.register_forward_hook(hook))
     inputs: dict[int, Tensor] = {}
@@ -159,7 +163,7 @@ def _feeding_node(gm: torch.fx.GraphModule, node: Any) -> tuple[nn.Parameter, to
 
 
 def _graph_forward(gm: torch.fx.GraphModule, x: Tensor) -> tuple[list[Site], Tensor, nn.Parameter | None]:
-    acts = graph_activations(gm.graph)
+    acts = graph_probe_sites(gm.graph)
     output_node = next(n for n in gm.graph.nodes if n.op == "output")
     out_arg = output_node.args[0]
     while isinstance(out_arg, (tuple, list)) and len(out_arg) == 1:
@@ -167,7 +171,7 @@ def _graph_forward(gm: torch.fx.GraphModule, x: Tensor) -> tuple[list[Site], Ten
     wanted: set[torch.fx.Node] = {out_arg} if isinstance(out_arg, torch.fx.Node) else set()
     feeds = []
     for a in acts:
-        s_node = a.first.args[0]
+        s_node = a.input_node
         wanted |= {a.last, s_node}
         feed = _feeding_node(gm, s_node)
         feeds.append(feed)
@@ -176,8 +180,8 @@ def _graph_forward(gm: torch.fx.GraphModule, x: Tensor) -> tuple[list[Site], Ten
     rec = _Recorder(gm, wanted)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     rec.run(*([x] + [None] * (len(placeholders) - 1)))
-    sites = [Site(a.name, a.activation, rec.values[a.first.args[0]], rec.values[a.last],
-                  feed[0] if feed else None, rec.values[feed[1]] if feed else None)
+    sites = [Site(a.name, a.activation, rec.values[a.input_node], rec.values[a.last],
+                  feed[0] if feed else None, rec.values[feed[1]] if feed else None, a.role)
              for a, feed in zip(acts, feeds, strict=True)]
     out_feed = _feeding_node(gm, out_arg)
     return sites, rec.values[out_arg], out_feed[0] if out_feed else None
@@ -223,10 +227,12 @@ def capture(module: nn.Module, x: Tensor, y: Tensor | None, *, graph: bool, batc
         cost_sum += cost.detach().double()
         chunks.append(([_detached(s, real) for s in sites], out.detach()[:real], grads[k][:real].detach(),
                        list(grads[k + 1:]), cost.detach(), [g[:real].detach() for g in g_s]))
-    sites = [Site(s.name, s.activation, torch.cat([c[0][i].s for c in chunks]),
-                  torch.cat([c[0][i].z for c in chunks]), s.weight,
-                  torch.cat([c[0][i].z_in for c in chunks]) if s.z_in is not None else None)
-             for i, s in enumerate(chunks[0][0])]
+    sites = []
+    for i, s in enumerate(chunks[0][0]):
+        s_all = torch.cat([c[0][i].s for c in chunks])
+        z_all = s_all if s.role != "activation" else torch.cat([c[0][i].z for c in chunks])  # one tensor
+        sites.append(Site(s.name, s.activation, s_all, z_all, s.weight,
+                          torch.cat([c[0][i].z_in for c in chunks]) if s.z_in is not None else None, s.role))
     wgrad: dict[int, Tensor] = {}
     for j, w in enumerate(weights):
         parts = [c[3][j] for c in chunks if c[3][j] is not None]
@@ -244,4 +250,4 @@ def capture(module: nn.Module, x: Tensor, y: Tensor | None, *, graph: bool, batc
 
 def _detached(site: Site, rows: int) -> Site:
     return Site(site.name, site.activation, site.s.detach()[:rows], site.z.detach()[:rows], site.weight,
-                site.z_in.detach()[:rows] if site.z_in is not None else None)
+                site.z_in.detach()[:rows] if site.z_in is not None else None, site.role)

@@ -47,8 +47,9 @@ class ModelInfo:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
-        return cls([ProbePointInfo(p["name"], p["kind"], tuple(p["shape"]), p["activation"])
-                    for p in d["probe_points"]], tuple(d["input"]["shape"]), d["input"]["dtype"], int(d["parameters"]))
+        return cls([ProbePointInfo(p["name"], p["kind"], tuple(p["shape"]), p["activation"],
+                                   p.get("role", "activation")) for p in d["probe_points"]],
+                   tuple(d["input"]["shape"]), d["input"]["dtype"], int(d["parameters"]))
 
 
 @dataclass
@@ -116,8 +117,8 @@ def inspect_model_file(path: Path, metadata: UploadMetadata | dict[str, Any],
     else:
         points = sequential_probe_points(loaded.module, loaded.input_shape, getattr(torch, loaded.input_dtype))
     if not points:
-        raise UploadRefused(422, "no-probe-points", "the model has no activation to observe (no tanh, sigmoid, "
-                            "relu, gelu, silu, softsign, … module or op)")
+        raise UploadRefused(422, "no-probe-points", "the model has no probe point to observe (no tanh, sigmoid, "
+                            "relu, gelu, silu, softsign, … module or op, no residual sum, no normalisation)")
     return ModelInfo(points, loaded.input_shape, loaded.input_dtype, loaded.parameters)
 
 
