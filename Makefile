@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv serve test lint bench worker
+.PHONY: venv serve test lint bench worker browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,15 @@ serve: venv
 worker: venv
 	$(VENV)/bin/glorot worker
 
-test: venv
+# Debian's headless Chromium for the HTML report's browser test (tests/service/test_html_report.py),
+# installed when absent (as root, or through sudo). Without it that test fails; it never skips.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || { \
+			$$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; }
+
+test: venv browser
 	$(PY) -m pytest -q
 
 lint: venv

@@ -8,6 +8,7 @@
     glorot submit SPEC.json [--wait]        submit; --wait shows a progress bar until the job ends
     glorot status ID                        the job as JSON
     glorot report ID [-o FILE]              the report as JSON
+    glorot report ID --html FILE            the report as a self-contained HTML page
     glorot models upload|list|show|delete   uploaded models (docs/uploads.md)
 
 Client commands read $GLOROT_URL (default http://127.0.0.1:8000) and $GLOROT_API_KEY, or --url/--api-key.
@@ -66,6 +67,9 @@ def register(sub: Any) -> None:
             p.add_argument("job_id")
         if name == "report":
             p.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
+            p.add_argument("--html", default=None, metavar="FILE", help="write the report as a self-contained HTML "
+                           "page (figures embedded) instead; - for stdout")
+            p.add_argument("--figures", default="svg", choices=("svg", "png"), help="figure format with --html")
         p.set_defaults(func=func)
 
 
@@ -230,6 +234,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     def go() -> int:
+        if args.html is not None:
+            with _client(args) as c:
+                page = c.report_html(args.job_id, figures=args.figures)
+            if args.html == "-":
+                sys.stdout.write(page)
+                return 0
+            Path(args.html).write_text(page, encoding="utf-8")
+            print(f"wrote {args.html}", file=sys.stderr)
+            return 0
         with _client(args) as c:
             text = json.dumps(c.report(args.job_id), indent=1)
         if args.output == "-":

@@ -96,6 +96,10 @@ class GlorotClient:
     def report(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/jobs/{job_id}/report").json()
 
+    def report_html(self, job_id: str, *, figures: str = "svg") -> str:
+        """GET /v1/jobs/{id}/report.html: the report as a self-contained HTML page (figures embedded)."""
+        return self._call("GET", f"/v1/jobs/{job_id}/report.html", params={"figures": figures}).text
+
     def metrics(self, job_id: str, *, layer: list[int] | None = None, statistic: list[str] | None = None,
                 limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"layer": layer or [], "statistic": statistic or []}

@@ -76,10 +76,21 @@ def _listing(ctx: AppContext, tenant_id: int, job_id: str) -> dict[str, Any]:
         for d in figures.available(report)]}
 
 
-def _draw(ctx: AppContext, tenant_id: int, job_id: str, name: str, fmt: str) -> bytes:
-    _check_succeeded(ctx, tenant_id, job_id)
+def drawn(job_id: str, report: dict[str, Any], name: str, fmt: str) -> bytes:
+    """Figure ``name`` of a SUCCEEDED job's ``report`` (the caller checked tenant and state), from the
+    cache or drawn and cached. Blocking: call it from the thread pool."""
     key = (job_id, name, fmt)
     cached = CACHE.get(key)
+    if cached is not None:
+        return cached
+    data = figures.render(report, name, fmt)
+    CACHE.put(key, data)
+    return data
+
+
+def _draw(ctx: AppContext, tenant_id: int, job_id: str, name: str, fmt: str) -> bytes:
+    _check_succeeded(ctx, tenant_id, job_id)
+    cached = CACHE.get((job_id, name, fmt))
     if cached is not None:
         return cached
     report = _succeeded_report(ctx, tenant_id, job_id)
@@ -87,9 +98,7 @@ def _draw(ctx: AppContext, tenant_id: int, job_id: str, name: str, fmt: str) -> 
     if d is None or not d.applies(report):
         names = ", ".join(x.name for x in figures.available(report))
         raise Problem(404, "not-found", f"job {job_id} has no figure {name!r}; it has: {names or 'none'}")
-    data = figures.render(report, name, fmt)
-    CACHE.put(key, data)
-    return data
+    return drawn(job_id, report, name, fmt)
 
 
 _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {

@@ -1,0 +1,163 @@
+"""A real browser for the HTML report's tests: Debian's headless Chromium, driven over the DevTools
+protocol (a websocket on a port Chromium picks, read from its ``DevToolsActivePort`` file).
+
+``make test`` installs Chromium when it is absent (the Makefile's ``browser`` target); without it the
+tests that need it FAIL, they never skip. The page under test has no script: the protocol's
+``Runtime.evaluate`` runs in the test's own session, not in the page's code.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+from websockets.sync.client import ClientConnection, connect
+
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-extensions", "--hide-scrollbars", "--mute-audio", "--remote-debugging-port=0")
+"""As the machine's own browser check starts it; the networking flags stop it calling out (the machine
+has no route out, and its attempts would only slow it down)."""
+START_TIMEOUT_S = 60.0
+CALL_TIMEOUT_S = 60.0
+
+
+def chromium_path() -> str:
+    """Chromium's launcher, or a test failure saying how to get it."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("Chromium is not installed: `make test` installs it (Debian's package `chromium`: "
+                    "apt-get install -y chromium); the HTML report's browser test needs it")
+    return path
+
+
+@dataclass
+class Loaded:
+    """What the browser made of a page: every <img> as loaded, the scripts it found, a screenshot of
+    the first screen (PNG), the styles under print media, and the printed PDF."""
+
+    images: list[dict[str, Any]]
+    scripts: int
+    title: str
+    screenshot: bytes
+    figure_shots: dict[str, bytes]
+    print_toc_display: str
+    pdf: bytes
+
+
+class _Session:
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.ids = itertools.count(1)
+        self.events: list[dict[str, Any]] = []
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        msg_id = next(self.ids)
+        self.ws.send(json.dumps({"id": msg_id, "method": method, "params": params}))
+        deadline = time.monotonic() + CALL_TIMEOUT_S
+        while True:
+            msg = json.loads(self.ws.recv(timeout=max(deadline - time.monotonic(), 0.1)))
+            if msg.get("id") == msg_id:
+                if "error" in msg:
+                    raise AssertionError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+            self.events.append(msg)
+
+    def wait_event(self, method: str) -> dict[str, Any]:
+        for i, ev in enumerate(self.events):
+            if ev.get("method") == method:
+                return self.events.pop(i)
+        deadline = time.monotonic() + CALL_TIMEOUT_S
+        while True:
+            msg = json.loads(self.ws.recv(timeout=max(deadline - time.monotonic(), 0.1)))
+            if msg.get("method") == method:
+                return msg
+            self.events.append(msg)
+
+    def evaluate(self, expression: str) -> Any:
+        res = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        if "exceptionDetails" in res:
+            raise AssertionError(f"evaluate failed: {res['exceptionDetails']}")
+        return res["result"].get("value")
+
+
+def _devtools_port(profile: Path, proc: subprocess.Popen[bytes]) -> int:
+    marker = profile / "DevToolsActivePort"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"chromium exited with {proc.returncode} before it listened")
+        if marker.exists():
+            lines = marker.read_text().split()
+            if lines:
+                return int(lines[0])
+        time.sleep(0.05)
+    raise AssertionError(f"chromium did not write {marker.name} within {START_TIMEOUT_S:.0f} s")
+
+
+def load_page(path: Path, *, width: int = 1280, height: int = 1800) -> Loaded:
+    """Open ``path`` (a saved HTML page) in headless Chromium and report on it (see :class:`Loaded`)."""
+    with tempfile.TemporaryDirectory(prefix="glorot-chromium-") as tmp:
+        profile = Path(tmp)
+        proc = subprocess.Popen([chromium_path(), *FLAGS, f"--user-data-dir={profile}",
+                                 f"--window-size={width},{height}", "about:blank"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            port = _devtools_port(profile, proc)
+            targets = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=CALL_TIMEOUT_S).json()
+            page = next(t for t in targets if t.get("type") == "page")
+            with connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=CALL_TIMEOUT_S) as ws:
+                return _inspect(_Session(ws), path, width, height)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def _inspect(s: _Session, path: Path, width: int, height: int) -> Loaded:
+    s.call("Page.enable")
+    s.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+    s.call("Page.navigate", url=path.resolve().as_uri())
+    s.wait_event("Page.loadEventFired")
+    images = s.evaluate("Array.from(document.images, i => ({figure: i.dataset.figure || null, complete: i.complete,"
+                        " width: i.naturalWidth, height: i.naturalHeight, scheme: i.src.split(':')[0]}))")
+    scripts = s.evaluate("document.scripts.length")
+    title = s.evaluate("document.title")
+    shot = base64.b64decode(s.call("Page.captureScreenshot", format="png")["data"])
+    figure_shots = {}
+    for name in [i["figure"] for i in images if i["figure"]]:
+        rect = s.evaluate(f"(() => {{ const r = document.querySelector('img[data-figure=\"{name}\"]')"
+                          ".getBoundingClientRect(); return {x: r.left + window.scrollX, y: r.top + window.scrollY,"
+                          " width: r.width, height: r.height}; })()")
+        clip = {**rect, "scale": 1}
+        figure_shots[name] = base64.b64decode(
+            s.call("Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True)["data"])
+    s.call("Emulation.setEmulatedMedia", media="print")
+    toc = s.evaluate("getComputedStyle(document.querySelector('nav.toc')).display")
+    pdf = base64.b64decode(s.call("Page.printToPDF", printBackground=False)["data"])
+    return Loaded(images, scripts, title, shot, figure_shots, toc, pdf)
+
+
+def ink_fraction(png: bytes) -> tuple[int, float]:
+    """(number of distinct colours, fraction of pixels that are not near-white) of a PNG."""
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    colours = img.getcolors(maxcolors=1 << 24) or []
+    grey = img.convert("L")
+    hist = grey.histogram()
+    dark = sum(hist[:240])
+    return len(colours), dark / (img.width * img.height)
