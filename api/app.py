@@ -26,6 +26,7 @@ from api.deps import AppContext
 from api.dispatch import Dispatcher, LocalDispatcher
 from api.docs_ui import install_docs
 from api.figures import figures_router
+from api.html_report import html_router
 from api.jobcache import JobCache
 from api.middleware import (
     BodyLimitMiddleware,
@@ -144,6 +145,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.include_router(uploads_router)
     app.include_router(presets_router)
     app.include_router(figures_router)
+    app.include_router(html_router)
     install_docs(app)
     app.add_middleware(CompressionMiddleware, minimum_size=4096, compresslevel=6)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, exempt=UPLOAD_PATHS)
