@@ -16,6 +16,7 @@ import torch
 
 from glorot_core.activations import get_activation
 from glorot_core.allocator import keep_freed_memory
+from glorot_core.cost_surface import report_section as cost_surface_section
 from glorot_core.data import check_fits, open_dataset
 from glorot_core.errors import SpecNotRunnable
 from glorot_core.instruments.host import to_host
@@ -97,7 +98,7 @@ def run_experiment(
     model.to(device)
     loss_fn = LOSSES[spec.train.loss]
     mon = Monitor(x_mon, y_mon, act, loss_fn, spec.diagnostics.jacobian, spec.diagnostics.histogram_bins,
-                  spec.diagnostics.gradient_basis)
+                  spec.diagnostics.gradient_basis, curvature=spec.diagnostics.curvature)
     counts = torch.bincount(y_test.cpu(), minlength=spec.model.num_classes)
     majority_error = 1.0 - float(counts.max()) / max(int(counts.sum()), 1)
     taken: list[int] = []
@@ -131,6 +132,11 @@ def run_experiment(
         snapshots.append(snapshot(result.steps_done, None, final=True))
     if progress is not None:
         progress(Progress(1.0, result.steps_done, spec.train.steps, "report", "building the report"))
-    return build_report(spec, device=device, activation=act, points=model.probe_points(), init_info=init_info,
-                        data_root=root, majority_error=majority_error, snapshots=snapshots, end=end,
-                        started=started)
+    report = build_report(spec, device=device, activation=act, points=model.probe_points(), init_info=init_info,
+                          data_root=root, majority_error=majority_error, snapshots=snapshots, end=end,
+                          started=started)
+    surface = spec.diagnostics.cost_surface
+    if surface.enabled:  # Fig 5 at the end of the run (glorot_core/cost_surface.py)
+        report["cost_surface"] = json_safe(cost_surface_section(
+            model, x_mon, y_mon, extent=surface.extent, points=surface.points, step=result.steps_done))
+    return report

@@ -213,9 +213,14 @@ class TrainSpec(_Strict):
 
 
 class JacobianSpec(_Strict):
-    """Per-layer Jacobians J^i = ∂z^{i+1}/∂z^i = diag(f'(s)) Wᵀ and the end-to-end one (input → last hidden)."""
+    """Per-layer Jacobians J^i = ∂z^{i+1}/∂z^i = diag(f'(s)) Wᵀ and the end-to-end one (input → last hidden;
+    for an uploaded model: per block between consecutive probe points, and input → logits)."""
 
-    mode: Literal["exact", "estimate", "off"] = "exact"
+    mode: Literal["exact", "estimate", "auto", "off"] = Field(
+        "exact", description="exact: every singular value; estimate: matrix-free Lanczos / Hutchinson / SLQ with "
+        "error bounds; auto: exact where a Jacobian's smaller side is at most exact_max_dim, estimated otherwise "
+        "(the default for uploaded models; the built-in MLP's exact path is cheap at any width, so auto is exact "
+        "there); off")
     examples: Annotated[int, Field(ge=1, le=4096), NotTextOrBool] = 16
     end_to_end: Bool = True
     estimate_iterations: Annotated[int, Field(ge=2, le=512), NotTextOrBool] = Field(
@@ -230,6 +235,36 @@ class JacobianSpec(_Strict):
         "down to ≈1e-3·σ_max (mean σ within 1e-5 of float64), float64 down to ≈1e-7·σ_max at ≈1.4× the cost on "
         "the CPU (more on GPUs with slow float64); estimate mode's Lanczos always runs in float64",
     )
+    exact_max_dim: Annotated[int, Field(ge=1, le=65_536), NotTextOrBool] = Field(
+        1024, description="mode auto (uploaded models): a Jacobian whose smaller side (per example) is at most this "
+        "is formed and solved exactly (that many Jacobian-vector products); a larger one is estimated matrix-free")
+
+
+class CostSurfaceSpec(_Strict):
+    """Fig 5: the cross-entropy and the quadratic cost on a grid of two weights (W1 into the last hidden
+    layer, W2 of the output layer; glorot_core/cost_surface.py), computed once at the end of the run on
+    the monitor examples and stored as the report's ``cost_surface`` section."""
+
+    enabled: Bool = False
+    points: Annotated[int, Field(ge=3, le=101), NotTextOrBool] = Field(41, description="grid points per weight")
+    extent: Float = Field(10.0, gt=0, le=1000, description="each weight varies over its value at the end of the "
+                          "run ± extent (10: wide enough for tanh and the softmax to saturate, where the "
+                          "quadratic cost's plateaus are)")
+
+
+class CurvatureSpec(_Strict):
+    """λ_max of the Hessian of the monitor cost by Lanczos on Hessian-vector products, and the learning-rate
+    bound 2/λ_max it implies (glorot_core.instruments.curvature; docs/science.md)."""
+
+    mode: Literal["auto", "init", "init_and_last", "off"] = Field(
+        "auto", description="init: at snapshot 0 only; init_and_last: also at the last snapshot; off: never; auto "
+        "(default): as init for uploaded models and for built-in networks of at most 10^6 parameters (one "
+        "λ_max costs ≈ iterations × 4 passes over the examples), off above. Never at the snapshots in between")
+    iterations: Annotated[int, Field(ge=2, le=200), NotTextOrBool] = Field(
+        16, description="Lanczos steps (each one Hessian-vector product: ≈3 passes over the examples)")
+    examples: Annotated[int, Field(ge=1, le=100_000), NotTextOrBool] = Field(
+        128, description="the first this many monitor examples define the cost whose Hessian is measured")
+    seed: Seed = Field(0, description="seed of the Lanczos start vector")
 
 
 class DiagnosticsSpec(_Strict):
@@ -248,6 +283,8 @@ class DiagnosticsSpec(_Strict):
         "2^20 entries. ∂C/∂s and the theory rows are per example either way",
     )
     jacobian: JacobianSpec = Field(default_factory=JacobianSpec)
+    curvature: CurvatureSpec = Field(default_factory=CurvatureSpec)
+    cost_surface: CostSurfaceSpec = Field(default_factory=CostSurfaceSpec)
 
 
 DeviceName = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")]
@@ -285,8 +322,8 @@ class ExperimentSpec(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _no_jacobian_by_default(cls, data: Any) -> Any:
-        """For an uploaded or local model, ``diagnostics.jacobian.mode`` defaults to "off" (so the resolved
-        spec says what runs, and validates again as it is)."""
+        """For an uploaded or local model, ``diagnostics.jacobian.mode`` defaults to "auto" (exact where small
+        enough, matrix-free otherwise; so the resolved spec says what runs, and validates again as it is)."""
         if not (isinstance(data, dict) and isinstance(data.get("model"), dict)
                 and data["model"].get("source") in ("uploaded", "file")):
             return data
@@ -294,7 +331,7 @@ class ExperimentSpec(_Strict):
         jac = diag.get("jacobian", {}) if isinstance(diag, dict) else None
         if not isinstance(jac, dict) or "mode" in jac:
             return data
-        return {**data, "diagnostics": {**diag, "jacobian": {**jac, "mode": "off"}}}
+        return {**data, "diagnostics": {**diag, "jacobian": {**jac, "mode": "auto"}}}
 
     @field_validator("schema_version", mode="before")
     @classmethod
@@ -322,13 +359,7 @@ class ExperimentSpec(_Strict):
         if count > cap:
             errors.append(_error("parameter_cap", ("model", "hidden"), self.model.hidden,
                                  f"the model has {count:,} parameters, above the cap of {cap:,}"))
-        snapshots = self.train.steps // self.diagnostics.every + 1
-        if snapshots > MAX_SNAPSHOTS:
-            errors.append(_error(
-                "too_many_snapshots", ("diagnostics", "every"), self.diagnostics.every,
-                f"{snapshots:,} snapshots for {self.train.steps:,} steps; at most {MAX_SNAPSHOTS:,}: "
-                f"use every >= {-(-self.train.steps // (MAX_SNAPSHOTS - 1)):,}",
-            ))
+        errors.extend(_snapshot_errors(self))
         in_dim, classes = DATASET_SHAPES.get(self.data.dataset, (self.model.input_dim, self.model.num_classes))
         if self.model.input_dim != in_dim:
             errors.append(_error("dataset_mismatch", ("model", "input_dim"), self.model.input_dim,
@@ -357,18 +388,31 @@ def _literal(message: str) -> str:
     return message.replace("{", "{{").replace("}", "}}")
 
 
+def _snapshot_errors(spec: ExperimentSpec) -> list[InitErrorDetails]:
+    """At most MAX_SNAPSHOTS snapshots (step 0, every ``diagnostics.every`` steps, the last)."""
+    snapshots = spec.train.steps // spec.diagnostics.every + 1
+    if snapshots <= MAX_SNAPSHOTS:
+        return []
+    return [_error("too_many_snapshots", ("diagnostics", "every"), spec.diagnostics.every,
+                   f"{snapshots:,} snapshots for {spec.train.steps:,} steps; at most {MAX_SNAPSHOTS:,}: "
+                   f"use every >= {-(-spec.train.steps // (MAX_SNAPSHOTS - 1)):,}")]
+
+
 def _uploaded_model_errors(spec: ExperimentSpec) -> list[InitErrorDetails]:
-    """An uploaded model is diagnosed where it stands: no training steps, no Jacobian (not yet computed for
-    uploaded models; docs/uploads.md): its default mode is "off", and asking for another is an error."""
+    """An uploaded model is diagnosed where it stands, or fine-tuned for ``train.steps`` steps when its data
+    have labels (docs/uploads.md): a data set, or an uploaded .npz with ``labels`` (checked when the job is
+    submitted and when it runs); random inputs and token ids have none. Its Jacobians are computed per
+    block (``glorot_core.uploads.jacobians``); their mode defaults to "auto"."""
     errors = []
-    if spec.train.steps != 0:
-        errors.append(_error("uploaded_model_not_trained", ("train", "steps"), spec.train.steps,
-                             "an uploaded model is diagnosed as uploaded: train.steps must be 0"))
-    jac = spec.diagnostics.jacobian
-    if jac.mode != "off":  # the default is "off" for uploaded models (ExperimentSpec._no_jacobian_by_default)
-        errors.append(_error("jacobian_unavailable", ("diagnostics", "jacobian", "mode"), jac.mode,
-                             "Jacobians of uploaded models are not computed yet: set diagnostics.jacobian.mode "
-                             "to 'off' or leave it out"))
+    if spec.train.steps != 0 and isinstance(spec.data, RandomData | TokenData):
+        errors.append(_error("fine_tuning_needs_labels", ("train", "steps"), spec.train.steps,
+                             f"fine-tuning an uploaded model needs labels, and probe data {spec.data.dataset!r} "
+                             "have none: set train.steps to 0, or use a data set or an uploaded .npz with "
+                             "'labels'"))
+    errors.extend(_snapshot_errors(spec))
+    if spec.diagnostics.cost_surface.enabled:
+        errors.append(_error("cost_surface_unavailable", ("diagnostics", "cost_surface", "enabled"), True,
+                             "the cost surface (Fig 5) is computed for the built-in MLP only"))
     return errors
 
 

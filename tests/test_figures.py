@@ -27,7 +27,8 @@ def report() -> dict[str, Any]:
     spec = validate_spec({
         "name": "figures", "device": "cpu", "model": {"hidden": [40] * LAYERS},
         "train": {"steps": 40, "lr": 0.05}, "data": {"test_examples": 200},
-        "diagnostics": {"every": 20, "monitor_examples": 60, "jacobian": {"examples": 4}},
+        "diagnostics": {"every": 20, "monitor_examples": 60, "jacobian": {"examples": 4},
+                        "cost_surface": {"enabled": True, "points": 5}},
     })
     return json.loads(json.dumps(run_experiment(spec)))  # as read back from a file or the API
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from glorot_core.figures import curves, histograms
+from glorot_core.figures import cost_surface, curves, histograms
 from glorot_core.figures._base import FORMATS, MEDIA_TYPES, RENDER_LOCK, FigureDef, Report, save
 
 
@@ -46,6 +46,8 @@ FIGURES: dict[str, FigureDef] = {d.name: d for d in (
     _with_paper(_hist("jacobian", "init", "Jacobian singular-value histograms per layer"), "§4.2.2"),
     FigureDef("jacobian_end_to_end", "§4.2.2", "End-to-end Jacobian singular-value histogram",
               histograms.has_end_to_end, histograms.end_to_end),
+    FigureDef("cost_surface", "Fig 5", "Cross-entropy and quadratic cost over two weights",
+              cost_surface.has_surface, cost_surface.surface),
 )}
 
 
