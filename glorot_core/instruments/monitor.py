@@ -1,7 +1,7 @@
 """The monitor: the fixed examples every snapshot is measured on, and what stays constant across snapshots.
 
 Paper §2.3: statistics are taken on a fixed set of 300 test examples. The monitor also holds the
-cost, the Jacobian options and the fixed histogram bins (per activation for activations, octaves for
+cost, the Jacobian and curvature options and the fixed histogram bins (per activation for activations, octaves for
 gradients), so histograms compare bin by bin across snapshots and runs.
 """
 
@@ -14,7 +14,7 @@ import torch
 from glorot_core.activations import Activation
 from glorot_core.instruments.histogram import Bins, OctaveBins
 from glorot_core.losses import Loss
-from glorot_core.spec import JacobianSpec
+from glorot_core.spec import CurvatureSpec, JacobianSpec
 
 Tensor = torch.Tensor
 
@@ -30,6 +30,7 @@ class Monitor:
     jacobian: JacobianSpec
     bins: int
     gradient_basis: str = "mean_cost"  # of the weight gradients: "mean_cost" or "per_example" (gradients.py)
+    curvature: CurvatureSpec | None = None  # Hessian λ_max options (curvature.py); None: not measured
     _activation_bins: dict[str, Bins] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from glorot_core.instruments.activation_stats import ActivationStats
 from glorot_core.instruments.base import Instrument, Registry
+from glorot_core.instruments.curvature import Curvature
 from glorot_core.instruments.effective_rank import EffectiveRank
 from glorot_core.instruments.gradients import BackpropGradient, WeightGradient
 from glorot_core.instruments.jacobian_section import JacobianSpectra
@@ -22,6 +23,7 @@ DEFAULT.register(WeightGradient())
 DEFAULT.register(JacobianSpectra())
 DEFAULT.register(LinearTheory())
 DEFAULT.register(EffectiveRank())
+DEFAULT.register(Curvature())
 
 
 def register(instrument: Instrument, *, replace: bool = False) -> Instrument:
