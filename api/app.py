@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
 from api import problems
+from api.compare import compare_router
 from api.deps import AppContext
 from api.dispatch import Dispatcher, LocalDispatcher
 from api.docs_ui import install_docs
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.include_router(uploads_router)
     app.include_router(presets_router)
     app.include_router(figures_router)
+    app.include_router(compare_router)
     app.include_router(html_router)
     install_docs(app)
     app.add_middleware(CompressionMiddleware, minimum_size=4096, compresslevel=6)

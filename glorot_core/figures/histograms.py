@@ -20,6 +20,7 @@ import itertools
 import math
 from typing import Any
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from glorot_core.figures._base import Report, layer_colors, layer_label, new_figure
@@ -92,17 +93,24 @@ def layer_histograms(report: Report, section: str, which: str, title: str) -> Fi
         x, y = density(lay[section]["histogram"]) if linear else normalized(lay[section]["histogram"], geometric=True)
         ax.plot(x, y, color=c, linewidth=1.2, label=layer_label(report, lay["index"]), gid=f"{section}-layer{i + 1}")
         largest = max([largest, *(abs(v) for v, f in zip(x, y, strict=True) if f > 0)])
-    scale = SCALES.get(section, "linear")
-    if scale == "symlog" and largest > 0:  # 12 octaves below the largest value on a log scale, linear under
-        ax.set_xscale("symlog", linthresh=largest * 2.0**-12)
-        ax.set_xlim(-2 * largest, 2 * largest)
-    elif scale == "log":
-        ax.set_xscale("log")
+    scale = scale_x(ax, section, largest)
     basis = report.get("spec", {}).get("diagnostics", {}).get("gradient_basis", "mean_cost")
     ax.set_xlabel(XLABELS.get(f"{section}/{basis}", XLABELS.get(section, section)))
     ax.set_ylabel("density (normalized histogram)" if scale == "linear" else "fraction of values per bin")
     ax.legend(fontsize=8, loc="best")
     return fig
+
+
+def scale_x(ax: Axes, section: str, largest: float) -> str:
+    """Set the x scale ``section``'s bins call for (:data:`SCALES`) and return its name; ``largest``: the
+    largest |x| with values, for the symmetric-log axis (log over 12 octaves below it, linear under)."""
+    scale = SCALES.get(section, "linear")
+    if scale == "symlog" and largest > 0:
+        ax.set_xscale("symlog", linthresh=largest * 2.0**-12)
+        ax.set_xlim(-2 * largest, 2 * largest)
+    elif scale == "log":
+        ax.set_xscale("log")
+    return scale
 
 
 def end_to_end(report: Report) -> Figure:
