@@ -83,8 +83,8 @@ def _layer_cells(report: dict[str, Any], snap: dict[str, Any]) -> list[list[str]
     return rows
 
 
-def test_report_html_served_saved_and_seen_in_a_browser(server: str, key: str, other_key: str,
-                                                        tmp_path: Path) -> None:
+def test_report_html_served_saved_and_seen_in_a_browser(server: str, key: str, other_key: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
     with httpx.Client(base_url=server, timeout=120) as http:
         r = http.post("/v1/experiments", json=SPEC, headers=auth(key))
         assert r.status_code == 202, r.text
@@ -132,6 +132,9 @@ def test_report_html_served_saved_and_seen_in_a_browser(server: str, key: str, o
     out = tmp_path / "report.html"
     assert main(["report", job_id, "--html", str(out), "--figures", "png", "--url", server, "--api-key", key]) == 0
     assert out.read_text(encoding="utf-8") == html
+    capsys.readouterr()
+    assert main(["report", job_id, "--html", "-", "--figures", "png", "--url", server, "--api-key", key]) == 0
+    assert capsys.readouterr().out == html
 
     # In Chromium: no script, every image decoded at its size, figures on screen = the PNGs, not blank, printable.
     seen = load_page(out)
