@@ -3,8 +3,9 @@ layer-to-layer Jacobians J^i = ∂z_{i+1}/∂z_i and of the input-to-last-hidden
 
 The computation is ``glorot_core.instruments.jacobian`` (exact Gram trick or matrix-free estimates);
 this module only plugs it into the instrument interface. It is a whole-network instrument: J^i joins
-two consecutive probe points, so it reads the model and the snapshot's forward trace. The last hidden
-layer has no J^i (its section is null). ``diagnostics.jacobian.mode = "off"`` turns it off; the
+two consecutive probe points, so it reads the model and the snapshot's forward trace (an uploaded
+model's snapshot hands it a ``jacobian_spectra`` function instead: ``glorot_core.uploads.jacobians``).
+The last hidden layer has no J^i (its section is null). ``diagnostics.jacobian.mode = "off"`` turns it off; the
 instrument's :class:`~glorot_core.instruments.base.Schedule` may run it every k-th snapshot only.
 """
 
@@ -36,6 +37,12 @@ class JacobianSpectra(Instrument):
         return Schedule(every=every, last=self.schedule.last).due(snap.index, snap.final)
 
     def measure(self, snap: SnapshotCapture, monitor: Monitor) -> Readings:
-        result = jacobian_spectra(snap.network["model"], snap.network["trace"], monitor.jacobian, monitor.bins)
+        """The built-in MLP's spectra from its model and trace, or those of the ``jacobian_spectra``
+        function a snapshot of another network provides (an uploaded model's per-block Jacobians)."""
+        compute = snap.network.get("jacobian_spectra")
+        if compute is not None:
+            result = compute(monitor.jacobian, monitor.bins)
+        else:
+            result = jacobian_spectra(snap.network["model"], snap.network["trace"], monitor.jacobian, monitor.bins)
         layers = list(result["layers"])
         return Readings(layers + [None] * (len(snap.points) - len(layers)), result["end_to_end"])
