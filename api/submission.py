@@ -70,13 +70,13 @@ def _find_nul(value: Any, path: tuple[str | int, ...] = ()) -> list[str | int] |
     return None
 
 
-def _check_idempotency_key(key: str | None) -> None:
+def check_idempotency_key(key: str | None) -> None:
     if key is not None and not IDEMPOTENCY_KEY_RE.match(key):
         raise _invalid([{"loc": ["header", "idempotency-key"], "field": "idempotency-key",
                          "message": "1-255 visible ASCII characters", "code": "string_pattern"}])
 
 
-def _check_media_type(request: Request) -> None:
+def check_media_type(request: Request) -> None:
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if ctype.startswith("multipart/"):  # lenient otherwise: `curl -d @spec.json` sends a form content type
         raise Problem(415, "unsupported-media-type", f"send the spec as application/json, not {ctype!r}")
@@ -104,14 +104,20 @@ def _uploads_missing(ctx: AppContext, tenant_id: int, spec: ExperimentSpec) -> l
             errors.append({"loc": ["model", "model_id"], "msg": f"no uploaded model {model.model_id!r} (POST "
                            "/v1/models lists yours at GET /v1/models)", "type": "unknown_upload",
                            "input": model.model_id})
-        if isinstance(data, NpzData) and conn.execute(select(UploadedData.id).where(
-                UploadedData.id == data.upload_id, UploadedData.tenant_id == tenant_id)).first() is None:
-            errors.append({"loc": ["data", "upload_id"], "msg": f"no uploaded data {data.upload_id!r} "
-                           "(POST /v1/data)", "type": "unknown_upload", "input": data.upload_id})
+        if isinstance(data, NpzData):
+            row = conn.execute(select(UploadedData.info).where(
+                UploadedData.id == data.upload_id, UploadedData.tenant_id == tenant_id)).first()
+            if row is None:
+                errors.append({"loc": ["data", "upload_id"], "msg": f"no uploaded data {data.upload_id!r} "
+                               "(POST /v1/data)", "type": "unknown_upload", "input": data.upload_id})
+            elif spec.train.steps > 0 and "labels" not in (row[0] or {}).get("arrays", {}):
+                errors.append({"loc": ["train", "steps"], "msg": f"fine-tuning an uploaded model needs labels, and "
+                               f"uploaded data {data.upload_id!r} have none: set train.steps to 0, or upload an "
+                               ".npz with 'labels'", "type": "fine_tuning_needs_labels", "input": spec.train.steps})
     return errors
 
 
-def _active_jobs(ctx: AppContext, tenant_id: int, idempotency_key: str | None) -> int:
+def active_jobs(ctx: AppContext, tenant_id: int, idempotency_key: str | None = None) -> int:
     """The tenant's QUEUED + RUNNING jobs; 0 when ``idempotency_key`` names a job it already has (a
     repeat returns its original job whatever the cap)."""
     with ctx.engine.connect() as conn:
@@ -122,15 +128,43 @@ def _active_jobs(ctx: AppContext, tenant_id: int, idempotency_key: str | None) -
             Job.state.in_((JobState.QUEUED, JobState.RUNNING)), Job.tenant_id == tenant_id)).scalar_one())
 
 
+def cap_problem(principal: Principal, active: int, cap: int) -> Problem:
+    """429 for a tenant at its cap of active jobs (``active`` of at most ``cap``)."""
+    return Problem(429, "too-many-active-jobs", f"tenant {principal.tenant_name!r} has {active} jobs queued or "
+                   f"running, the most this service allows; submit again when some have finished",
+                   headers={"Retry-After": str(ACTIVE_CAP_RETRY_AFTER_S)}, active_jobs=active, limit=cap)
+
+
 async def _check_active_cap(ctx: AppContext, principal: Principal, idempotency_key: str | None) -> None:
     cap = ctx.settings.tenant_max_active_jobs
     if cap <= 0:
         return
-    active = await run_in_threadpool(_active_jobs, ctx, principal.tenant_id, idempotency_key)
+    active = await run_in_threadpool(active_jobs, ctx, principal.tenant_id, idempotency_key)
     if active >= cap:
-        raise Problem(429, "too-many-active-jobs", f"tenant {principal.tenant_name!r} has {active} jobs queued or "
-                      f"running, the most this service allows; submit again when some have finished",
-                      headers={"Retry-After": str(ACTIVE_CAP_RETRY_AFTER_S)}, active_jobs=active, limit=cap)
+        raise cap_problem(principal, active, cap)
+
+
+def checked_body(ctx: AppContext, tenant_id: int, body: Any) -> tuple[ExperimentSpec, str]:
+    """Every check of one submission body (a spec, or a preset body) before anything is stored: the
+    validated spec and the body's canonical hash, or the problem (422 with field paths under ``body``).
+    Reads the database (the tenant's uploads): call it from the thread pool."""
+    try:
+        spec = validate_spec(expand_body(body), max_parameters=ctx.settings.max_parameters)  # a preset's spec
+    except ValidationError as e:
+        raise _invalid(field_errors(e.errors(), ("body",))) from None
+    _check_data_root(spec, ctx)
+    missing = _uploads_missing(ctx, tenant_id, spec)
+    if missing:
+        raise _invalid(field_errors(missing, ("body",)))
+    check_preset_data(body, spec, ctx.settings)  # MNIST/CIFAR-10 presets: 422 when the files are absent
+    nul = _find_nul(body)
+    if nul is not None:
+        raise _invalid(field_errors([{"loc": nul, "msg": "NUL characters are not allowed", "type": "string_nul",
+                                      "input": None}], ("body",)))
+    try:
+        return spec, request_hash(body)
+    except ValueError as e:  # NaN in the body
+        raise Problem(422, "validation-error", f"the body is not plain JSON: {e}") from None
 
 
 async def validated_submission(
@@ -141,26 +175,10 @@ async def validated_submission(
                                                   min_length=1, max_length=255)] = None,
 ) -> ValidatedSubmission:
     """Every check of ``POST /v1/experiments`` before anything is stored."""
-    _check_idempotency_key(idempotency_key)
-    _check_media_type(request)
+    check_idempotency_key(idempotency_key)
+    check_media_type(request)
     body = parse_json_body(await request.body())  # 422 with field paths for anything not plain JSON
-    try:
-        spec = validate_spec(expand_body(body), max_parameters=ctx.settings.max_parameters)  # a preset's spec
-    except ValidationError as e:
-        raise _invalid(field_errors(e.errors(), ("body",))) from None
-    _check_data_root(spec, ctx)
-    missing = await run_in_threadpool(_uploads_missing, ctx, principal.tenant_id, spec)
-    if missing:
-        raise _invalid(field_errors(missing, ("body",)))
-    check_preset_data(body, spec, ctx.settings)  # MNIST/CIFAR-10 presets: 422 when the files are absent
-    nul = _find_nul(body)
-    if nul is not None:
-        raise _invalid(field_errors([{"loc": nul, "msg": "NUL characters are not allowed", "type": "string_nul",
-                                      "input": None}], ("body",)))
-    try:
-        body_hash = request_hash(body)
-    except ValueError as e:  # NaN in the body
-        raise Problem(422, "validation-error", f"the body is not plain JSON: {e}") from None
+    spec, body_hash = await run_in_threadpool(checked_body, ctx, principal.tenant_id, body)
     await _check_active_cap(ctx, principal, idempotency_key)
     return ValidatedSubmission(body=body, spec=spec, body_hash=body_hash, idempotency_key=idempotency_key)
 
