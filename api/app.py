@@ -38,6 +38,7 @@ from api.middleware import (
 )
 from api.presets import presets_router
 from api.routes import ops, router
+from api.suites import suites_router
 from api.uploads import UPLOAD_PATHS, uploads_router
 from jobs.data_roots import DATA_ROOT_NAME
 from jobs.db import session_factory
@@ -147,6 +148,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.include_router(presets_router)
     app.include_router(figures_router)
     app.include_router(compare_router)
+    app.include_router(suites_router)
     app.include_router(html_router)
     install_docs(app)
     app.add_middleware(CompressionMiddleware, minimum_size=4096, compresslevel=6)
