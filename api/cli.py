@@ -10,6 +10,7 @@
     glorot report ID [-o FILE]              the report as JSON
     glorot report ID --html FILE            the report as a self-contained HTML page
     glorot models upload|list|show|delete   uploaded models (docs/uploads.md)
+    glorot compare A B … [--snapshot S]     jobs' per-layer statistics side by side (--json, --figure NAME -o FILE)
 
 Client commands read $GLOROT_URL (default http://127.0.0.1:8000) and $GLOROT_API_KEY, or --url/--api-key.
 """
@@ -49,6 +50,16 @@ def register(sub: Any) -> None:
     q.set_defaults(func=_cmd_keys_revoke)
 
     _register_uploads(sub)
+
+    p = sub.add_parser("compare", help="compare jobs layer by layer at one snapshot (differences from the first)")
+    p.add_argument("--url", default=None, help="service URL (default $GLOROT_URL or http://127.0.0.1:8000)")
+    p.add_argument("--api-key", default=None, help="API key (default $GLOROT_API_KEY)")
+    p.add_argument("job_ids", nargs="+", metavar="JOB", help="2 to 8 job ids; the first is the baseline")
+    p.add_argument("--snapshot", default="init", help="init, final or a 0-based snapshot index (default init)")
+    p.add_argument("--json", action="store_true", help="print the whole comparison as JSON")
+    p.add_argument("--figure", default=None, help="save this overlay figure instead (e.g. activation_histograms)")
+    p.add_argument("-o", "--output", default=None, help="with --figure: the file (.png or .svg)")
+    p.set_defaults(func=_cmd_compare)
 
     for name, helptext, func in (
         ("submit", "submit an experiment spec to the service", _cmd_submit),
@@ -250,6 +261,45 @@ def _cmd_report(args: argparse.Namespace) -> int:
         else:
             Path(args.output).write_text(text)
             print(f"wrote {args.output}", file=sys.stderr)
+        return 0
+
+    return _run_client(go)
+
+
+def format_comparison(body: dict[str, Any]) -> str:
+    """A comparison as text: the runs, then per layer each statistic's values and differences from the first."""
+    runs = body["runs"]
+    names = [chr(ord("A") + k) for k in range(len(runs))]
+    lines = [f"snapshot {body['snapshot']}"]
+    lines += [f"  {n} = {r['job_id']}  {r.get('init')} init, {r.get('activation')}, update {r.get('step')}"
+              for n, r in zip(names, runs, strict=True)]
+    head = "".join(f"{n:>12}" for n in names) + "".join(f"{n + '-A':>12}" for n in names[1:])
+    for lay in body["layers"]:
+        lines.append(f"layer {lay['index']} ({lay['name']}){'':8}{head}")
+        for stat, entry in lay["statistics"].items():
+            cells = [*entry["values"], *entry["differences"]]
+            lines.append(f"  {stat:26}" + "".join(f"{_cell(v):>12}" for v in cells))
+    flagged = [s for s, same in body.get("same_bins", {}).items() if not same]
+    if flagged:
+        lines.append(f"histograms on different bins (not compared bin by bin): {', '.join(flagged)}")
+    return "\n".join(lines)
+
+
+def _cell(v: Any) -> str:
+    return "-" if v is None else f"{v:.4g}" if isinstance(v, float | int) else str(v)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    def go() -> int:
+        with _client(args) as c:
+            if args.figure:
+                out = args.output or f"{args.figure}.png"
+                fmt = "svg" if out.endswith(".svg") else "png"
+                Path(out).write_bytes(c.compare_figure(args.job_ids, args.figure, fmt=fmt, snapshot=args.snapshot))
+                print(f"wrote {out}", file=sys.stderr)
+                return 0
+            body = c.compare(args.job_ids, snapshot=args.snapshot)
+        print(json.dumps(body, indent=1) if args.json else format_comparison(body))
         return 0
 
     return _run_client(go)

@@ -100,6 +100,15 @@ class GlorotClient:
         """GET /v1/jobs/{id}/report.html: the report as a self-contained HTML page (figures embedded)."""
         return self._call("GET", f"/v1/jobs/{job_id}/report.html", params={"figures": figures}).text
 
+    def compare(self, jobs: list[str], *, snapshot: str = "init") -> dict[str, Any]:
+        """GET /v1/compare: per-layer statistics of ``jobs`` side by side, differences from the first."""
+        return self._call("GET", "/v1/compare", params={"jobs": ",".join(jobs), "snapshot": snapshot}).json()
+
+    def compare_figure(self, jobs: list[str], name: str, *, fmt: str = "png", snapshot: str = "init") -> bytes:
+        """GET /v1/compare/figures/{name}.{fmt}: an overlay figure of ``jobs``."""
+        return self._call("GET", f"/v1/compare/figures/{name}.{fmt}",
+                          params={"jobs": ",".join(jobs), "snapshot": snapshot}).content
+
     def metrics(self, job_id: str, *, layer: list[int] | None = None, statistic: list[str] | None = None,
                 limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"layer": layer or [], "statistic": statistic or []}
@@ -121,6 +130,39 @@ class GlorotClient:
                 return job
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['state']} after {timeout_s} s")
+            time.sleep(poll_s)
+
+    # ------------------------------------------------------------------------------- suites (docs/suites.md)
+
+    def submit_suite(self, body: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
+        """POST /v1/suites → the suite with its children's job ids (or the original for a repeated key)."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._call("POST", "/v1/suites", json=body, headers=headers).json()
+
+    def suite(self, suite_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/suites/{suite_id}").json()
+
+    def suite_report(self, suite_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/suites/{suite_id}/report").json()
+
+    def cancel_suite(self, suite_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/suites/{suite_id}/cancel").json()
+
+    def suite_figure(self, suite_id: str, name: str = "test_error", fmt: str = "png") -> bytes:
+        return self._call("GET", f"/v1/suites/{suite_id}/figures/{name}.{fmt}").content
+
+    def wait_suite(self, suite_id: str, *, poll_s: float = 2.0, timeout_s: float | None = None,
+                   on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Poll until every child of the suite has ended (or ``timeout_s`` passes: TimeoutError)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            suite = self.suite(suite_id)
+            if on_update is not None:
+                on_update(suite)
+            if suite["complete"]:
+                return suite
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"suite {suite_id} still {suite['state']} after {timeout_s} s")
             time.sleep(poll_s)
 
     # ------------------------------------------------------------------------------ uploads (docs/uploads.md)

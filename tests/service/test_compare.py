@@ -4,11 +4,15 @@ the snapshot choice, tenant scoping and every refusal as a problem naming the pa
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from service_support import auth, wait_state
 
+from api.client import GlorotClient
+from glorot_core.cli import main
 from glorot_core.compare import MAX_RUNS, STATISTICS
 
 BASE = {"model": {"hidden": [16, 16, 16], "activation": "tanh", "init": "standard"}, "train": {"steps": 20},
@@ -37,7 +41,8 @@ def _fractions(hist: dict[str, Any]) -> list[float]:
     return [c / total for c in hist["counts"]]
 
 
-def test_compare_side_by_side(client: TestClient, key: str, other_key: str) -> None:
+def test_compare_side_by_side(client: TestClient, key: str, other_key: str, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     a = _submit(client, key, _spec(init="standard"))
     b = _submit(client, key, _spec(init="normalized"))
     c = _submit(client, key, _spec(activation="sigmoid"))
@@ -100,6 +105,19 @@ def test_compare_side_by_side(client: TestClient, key: str, other_key: str) -> N
     assert _problem(client.get(f"/v1/compare?jobs={a},{b}", headers=auth(other_key)), 404)["detail"].endswith(f"{a!r}")
     _problem(client.get(f"/v1/compare/figures/activation_histograms.svg?jobs={a},{b}", headers=auth(other_key)), 404)
     assert client.get(f"/v1/compare?jobs={a},{b}").status_code == 401
+
+    # the command line: `glorot compare A B` prints the table, `--figure` saves an overlay
+    monkeypatch.setattr("api.cli._client", lambda args: GlorotClient("http://testserver", key,
+                                                                      transport=client._transport))
+    assert main(["compare", a, b, "--snapshot", "final"]) == 0
+    out = capsys.readouterr().out
+    assert f"A = {a}" in out and f"B = {b}" in out and "B-A" in out
+    row = next(line for line in out.splitlines() if line.strip().startswith("activation.std"))
+    values = final["layers"][0]["statistics"]["activation.std"]
+    assert row.split()[1:] == [f"{v:.4g}" for v in (*values["values"], *values["differences"])]
+    assert main(["compare", a, b, "--figure", "activation_histograms", "-o", str(tmp_path / "f.svg")]) == 0
+    assert (tmp_path / "f.svg").read_bytes() == svg.content
+    assert main(["compare", a]) == 1 and "jobs" in capsys.readouterr().err
 
     # a snapshot a job does not have
     p = _problem(client.get(f"/v1/compare?jobs={a},{b}&snapshot=3", headers=auth(key)), 422)
