@@ -90,11 +90,12 @@ def test_layer_tables_show_the_reports_numbers_at_init_and_at_the_end(report: di
 
 def test_theory_table_is_predicted_beside_measured_with_their_ratio(report: dict[str, Any]) -> None:
     page = parse(report_html.render_report(report, draw=_stub_draw))
-    (table,) = page.tables_of("theory")
-    rows = page.body_rows(table)
+    (variances,) = page.tables_of("theory-variances")
+    (depth,) = page.tables_of("theory-depth")
     at_init = report["theory"]["at_init"]
-    assert len(rows) == len(at_init) == 3
-    for row, th in zip(rows, at_init, strict=True):
+    assert len(page.body_rows(variances)) == len(page.body_rows(depth)) == len(at_init) == 3
+    for row, row2, th in zip(page.body_rows(variances), page.body_rows(depth), at_init, strict=True):
+        assert row[0] == row2[0] == f"{th['index']} hidden{th['index']}"
         shown = [cell_number(t) for t in row[1:]]
         for k, what in enumerate(("activation_var", "backprop_var", "weight_grad_var")):
             pred, meas, ratio = shown[3 * k: 3 * k + 3]
@@ -104,10 +105,11 @@ def test_theory_table_is_predicted_beside_measured_with_their_ratio(report: dict
         # eq. 7's ratio the page computes is the one the report states
         assert math.isclose(th["predicted_weight_grad_var"] / th["measured_weight_grad_var"],
                             th["weight_grad_var_predicted_over_measured"], rel_tol=1e-12)
-        assert _close(shown[9], th["predicted_weight_grad_var_ratio_to_layer1"])
-        assert _close(shown[10], th["weight_grad_var_ratio_to_layer1"])
-        assert _close(shown[11], th["chi"]) and _close(shown[12], th["depth_scale"])
-    assert rows[0][10] == "1"  # layer 1's ratio to itself
+        shown = [cell_number(t) for t in row2[1:]]
+        assert _close(shown[0], th["predicted_weight_grad_var_ratio_to_layer1"])
+        assert _close(shown[1], th["weight_grad_var_ratio_to_layer1"])
+        assert _close(shown[2], th["chi"]) and _close(shown[3], th["depth_scale"])
+    assert page.body_rows(depth)[0][1:3] == ["1", "1"]  # layer 1's ratio to itself
 
 
 def test_every_verdict_is_shown_with_its_numbers(report: dict[str, Any]) -> None:

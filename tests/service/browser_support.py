@@ -31,6 +31,7 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 """As the machine's own browser check starts it; the networking flags stop it calling out (the machine
 has no route out, and its attempts would only slow it down)."""
 START_TIMEOUT_S = 60.0
+A4_PRINT_WIDTH_PX = round((210 - 2 * 14) / 25.4 * 96)  # 688
 CALL_TIMEOUT_S = 60.0
 
 
@@ -46,7 +47,8 @@ def chromium_path() -> str:
 @dataclass
 class Loaded:
     """What the browser made of a page: every <img> as loaded, the scripts it found, a screenshot of
-    the first screen (PNG), the styles under print media, and the printed PDF."""
+    the first screen (PNG) and of each figure, under print media the table of contents' display and
+    the tables, figures and preformatted blocks wider than an A4 page's text, and the printed PDF."""
 
     images: list[dict[str, Any]]
     scripts: int
@@ -54,6 +56,7 @@ class Loaded:
     screenshot: bytes
     figure_shots: dict[str, bytes]
     print_toc_display: str
+    print_too_wide: list[str]
     pdf: bytes
 
 
@@ -149,8 +152,14 @@ def _inspect(s: _Session, path: Path, width: int, height: int) -> Loaded:
             s.call("Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True)["data"])
     s.call("Emulation.setEmulatedMedia", media="print")
     toc = s.evaluate("getComputedStyle(document.querySelector('nav.toc')).display")
+    # A4 less the page's 14 mm margins, at 96 px per inch: the width a printed table has
+    s.call("Emulation.setDeviceMetricsOverride", width=A4_PRINT_WIDTH_PX, height=height, deviceScaleFactor=1,
+           mobile=False)
+    too_wide = s.evaluate("Array.from(document.querySelectorAll('table, figure, pre'))"
+                          ".filter(e => e.scrollWidth > document.body.clientWidth + 1)"
+                          ".map(e => e.tagName + '.' + e.className)")
     pdf = base64.b64decode(s.call("Page.printToPDF", printBackground=False)["data"])
-    return Loaded(images, scripts, title, shot, figure_shots, toc, pdf)
+    return Loaded(images, scripts, title, shot, figure_shots, toc, too_wide, pdf)
 
 
 def ink_fraction(png: bytes) -> tuple[int, float]:

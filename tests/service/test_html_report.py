@@ -6,7 +6,8 @@ to SUCCEEDED; its page carries this job's numbers and the figures the figure rou
 byte, PNG), shows the name as text, and is the same page the CLI saves. In Chromium the saved page runs
 no script, every image loads (decoded, with its size), each figure on screen is the figure's PNG pixel
 for pixel (within the colour rounding of a screenshot), the first screen is not blank, and the print
-layout drops the navigation and prints to a PDF of several pages.
+layout drops the navigation, fits every table and figure in an A4 page's width, and prints to a PDF
+of several pages.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def test_report_html_served_saved_and_seen_in_a_browser(server: str, key: str, o
         assert np.abs(got - want).mean() <= PIXEL_TOLERANCE, name
     colours, ink = ink_fraction(seen.screenshot)
     assert colours > 2 and ink > 0.01, (colours, ink)  # text, tables and rules on the first screen
-    assert seen.print_toc_display == "none"
+    assert seen.print_toc_display == "none" and seen.print_too_wide == []
     assert seen.pdf.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page\b", seen.pdf)) >= 2
 
 
