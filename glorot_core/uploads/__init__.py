@@ -9,6 +9,8 @@ carrying the HTTP status and the problem the API answers with.
 Modules: ``errors`` (the refusal), ``metadata`` (what the uploader declares), ``architecture`` (MLP and
 CNN descriptions → ``nn.Sequential``), ``archive`` (zip and pickle safety), ``loaders`` (one per
 format), ``probe_points`` (where the instruments can look), ``inspect`` (the whole check, in-process
-or in a child), ``probe_data`` (``.npz`` inputs and the random/tokens data descriptions).
+or in a child), ``probe_data`` (``.npz`` inputs and the random/tokens data descriptions),
+``segments`` (graph pieces between probe points as functions) and ``jacobians`` (their per-example
+Jacobian spectra, exact or matrix-free).
 docs/uploads.md explains the formats and why each check exists.
 """
