@@ -103,8 +103,15 @@ def _rebased(problem: Problem, at: list[str | int]) -> Problem:
     return _invalid(moved)
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _as_int(v: Any) -> int | None:
+    """``v`` as an integer when JSON Schema calls it one (``3`` or ``3.0``; never ``true``), else None."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return None
 
 
 def _configs_of(body: Any) -> tuple[list[dict[str, Any]], list[str | int]]:
@@ -137,24 +144,28 @@ def _configs_of(body: Any) -> tuple[list[dict[str, Any]], list[str | int]]:
 def _seeds(body: dict[str, Any], bases: list[int]) -> list[list[int]]:
     """The seeds of each configuration: N → its own train.seed + 0 … N−1; a list → those, for each."""
     seeds = body["seeds"]
-    if _is_int(seeds):
-        if not 1 <= seeds <= MAX_SEEDS:
-            raise _error(["seeds"], f"from 1 to {MAX_SEEDS} seeds", "less_than_equal" if seeds > 0
+    count = _as_int(seeds)
+    if count is not None:
+        if not 1 <= count <= MAX_SEEDS:
+            raise _error(["seeds"], f"from 1 to {MAX_SEEDS} seeds", "less_than_equal" if count > 0
                          else "greater_than_equal", seeds)
         for base in bases:
-            if base + seeds - 1 > MAX_SEED:
-                raise _error(["seeds"], f"train.seed {base} + {seeds - 1} passes the largest seed {MAX_SEED}; "
+            if base + count - 1 > MAX_SEED:
+                raise _error(["seeds"], f"train.seed {base} + {count - 1} passes the largest seed {MAX_SEED}; "
                              "give the seeds as a list", "less_than_equal", seeds)
-        return [[base + k for k in range(seeds)] for base in bases]
+        return [[base + k for k in range(count)] for base in bases]
     if not isinstance(seeds, list) or not 1 <= len(seeds) <= MAX_SEEDS:
         raise _error(["seeds"], f"a number of seeds (1 to {MAX_SEEDS}) or a list of 1 to {MAX_SEEDS} seeds",
                      "int_type" if not isinstance(seeds, list) else "too_long" if seeds else "too_short", seeds)
+    listed = []
     for k, s in enumerate(seeds):
-        if not _is_int(s) or not 0 <= s <= MAX_SEED:
+        seed = _as_int(s)
+        if seed is None or not 0 <= seed <= MAX_SEED:
             raise _error(["seeds", k], f"a seed: an integer from 0 to {MAX_SEED}", "int_type", s)
-    if len(set(seeds)) != len(seeds):
+        listed.append(seed)
+    if len(set(listed)) != len(listed):
         raise _error(["seeds"], "the seeds must differ from each other", "unique_items", seeds)
-    return [list(seeds) for _ in bases]
+    return [list(listed) for _ in bases]
 
 
 def _with_seed(config: dict[str, Any], seed: int) -> dict[str, Any]:
