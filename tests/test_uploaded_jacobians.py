@@ -272,6 +272,27 @@ def test_points_on_parallel_branches_have_no_block() -> None:
         {"layers": [], "end_to_end": None}
 
 
+class _OneHotTokens(nn.Module):
+    """Token ids one-hot encoded (no embedding look-up): nothing differentiable starts at the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(40, 6), nn.Linear(6, 6), nn.Linear(6, 3)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.one_hot(t, 10).float().flatten(1)
+        return self.out(torch.tanh(self.b(torch.tanh(self.a(h)))))
+
+
+def test_integer_inputs_without_an_embedding_have_no_end_to_end() -> None:
+    t = torch.randint(0, 10, (3, 4), generator=torch.Generator().manual_seed(8))
+    view = graph_view(_exported(_OneHotTokens().eval(), t), exported=True)
+    assert view.embedding is None and len(view.points) == 2  # the two tanh
+    res = uploaded_jacobian_spectra(view, t, list(view.points), JacobianSpec(), 10, static_batch=3)
+    assert res["end_to_end"] is None  # ids have no derivative and no embedding output was found
+    assert res["layers"][0]["size"] == [6, 6] and res["layers"][1] is None
+
+
 def test_uploaded_models_default_to_auto_and_take_every_mode() -> None:
     model = {"source": "uploaded", "model_id": "m1"}
     assert validate_spec({"model": model}).diagnostics.jacobian.mode == "auto"

@@ -110,7 +110,7 @@ class _Job:
     labels: dict[str, str]
     n_in: int = 0
     n_out: int = 0
-    mode: str = "exact"
+    mode: str = "exact"  # "exact", "estimate", or "none" (not differentiable: no section)
     dtype: torch.dtype = torch.float32  # of the model's values at the segment's start
     svals: list[Tensor] | None = None
     runs: list[LanczosRun] | None = None
@@ -147,7 +147,7 @@ def uploaded_jacobian_spectra(
         seg = Segment(view.gm, na, nb) if na is not None and nb is not None else None
         blocks.append(_Job(seg, {"from": a, "to": b}) if seg is not None and seg.connected else None)
     e2e = None
-    if spec.end_to_end:
+    if spec.end_to_end and view.output is not None:
         seg = Segment(view.gm, view.source, view.output)
         if seg.connected:
             e2e = _Job(seg, {"from": "embedding" if view.embedding is not None else "input", "to": "output"})
@@ -156,9 +156,8 @@ def uploaded_jacobian_spectra(
         with torch.no_grad():
             _run(view, x, jobs, spec, static_batch, seed, max_chunk_bytes)
     precision = torch.float64 if spec.precision == "float64" else torch.float32
-    layers = [_section(j, bins, precision) if j is not None else None for j in blocks]
-    return {"layers": layers + [None] * (len(names) - len(layers)),
-            "end_to_end": _section(e2e, bins, precision) if e2e is not None else None}
+    layers = [_section(j, bins, precision) for j in blocks]
+    return {"layers": layers + [None] * (len(names) - len(layers)), "end_to_end": _section(e2e, bins, precision)}
 
 
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:
@@ -174,8 +173,13 @@ def _padded(x: Tensor, start: int, real: int, size: int) -> Tensor:
 def _run(view: GraphView, x: Tensor, jobs: list[_Job], spec: JacobianSpec, static_batch: int | None,
          seed: int, max_bytes: int) -> None:
     """Fill each job's singular values (exact) or Lanczos runs (estimate), a chunk of examples at a time."""
+    first = record(view, _padded(x, 0, min(1, x.shape[0]), static_batch or 1), [j.segment for j in jobs])
+    for j in jobs:  # only floating tensors have derivatives (token ids without an embedding found: none)
+        ends = (first[j.segment.start], first[j.segment.end])
+        if not all(isinstance(v, Tensor) and v.is_floating_point() for v in ends):
+            j.mode = "none"
+    jobs = [j for j in jobs if j.mode != "none"]
     segments = [j.segment for j in jobs]
-    first = record(view, _padded(x, 0, min(1, x.shape[0]), static_batch or 1), segments)
     per_example = 1
     for j in jobs:
         j.n_in = math.prod(first[j.segment.start].shape[1:])
@@ -209,8 +213,10 @@ def _run(view: GraphView, x: Tensor, jobs: list[_Job], spec: JacobianSpec, stati
                                       "diagnostics.jacobian.mode to \"off\" to diagnose without it") from None
 
 
-def _section(job: _Job, bins: int, precision: torch.dtype) -> dict[str, Any]:
-    """The report section of one Jacobian (the MLP's fields, plus from/to/size)."""
+def _section(job: _Job | None, bins: int, precision: torch.dtype) -> dict[str, Any] | None:
+    """The report section of one Jacobian (the MLP's fields, plus from/to/size); None where none ran."""
+    if job is None or job.mode == "none":
+        return None
     seg = job.segment
     if job.mode == "exact":
         sv = torch.cat(job.svals or [])

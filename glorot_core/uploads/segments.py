@@ -48,12 +48,13 @@ def _is_guard(node: Node) -> bool:
 @dataclass(frozen=True)
 class GraphView:
     """An uploaded model as a graph: ``gm``, its user ``input`` placeholder, the node of its ``output``
-    (the logits), ``points`` (probe-point name → the node whose value is that point's z) and, for
-    integer (token) inputs, ``embedding``: the first embedding look-up of the input (None otherwise)."""
+    (the logits; None when the output is not one tensor), ``points`` (probe-point name → the node whose
+    value is that point's z) and, for integer (token) inputs, ``embedding``: the first embedding
+    look-up of the input (None otherwise)."""
 
     gm: fx.GraphModule
     input: Node
-    output: Node
+    output: Node | None
     points: dict[str, Node]
     embedding: Node | None
 
@@ -78,9 +79,8 @@ def graph_view(module: nn.Module, *, exported: bool) -> GraphView:
     out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
     while isinstance(out, (tuple, list)) and len(out) == 1:
         out = out[0]
-    if not isinstance(out, Node):
-        raise ValueError("the model's output is not a single tensor")
-    return GraphView(gm, placeholders[0], out, points, _embedding_of(gm, placeholders[0]))
+    return GraphView(gm, placeholders[0], out if isinstance(out, Node) else None, points,
+                     _embedding_of(gm, placeholders[0]))
 
 
 def _embedding_of(gm: fx.GraphModule, inp: Node) -> Node | None:
