@@ -10,6 +10,7 @@
     glorot report ID [-o FILE]              the report as JSON
     glorot report ID --html FILE            the report as a self-contained HTML page
     glorot models upload|list|show|delete   uploaded models (docs/uploads.md)
+    glorot suites submit|status|report|cancel   multi-seed suites (docs/suites.md)
     glorot compare A B … [--snapshot S]     jobs' per-layer statistics side by side (--json, --figure NAME -o FILE)
 
 Client commands read $GLOROT_URL (default http://127.0.0.1:8000) and $GLOROT_API_KEY, or --url/--api-key.
@@ -22,6 +23,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from api import suites_cli
 
 
 def register(sub: Any) -> None:
@@ -50,6 +53,7 @@ def register(sub: Any) -> None:
     q.set_defaults(func=_cmd_keys_revoke)
 
     _register_uploads(sub)
+    suites_cli.register(sub)
 
     p = sub.add_parser("compare", help="compare jobs layer by layer at one snapshot (differences from the first)")
     p.add_argument("--url", default=None, help="service URL (default $GLOROT_URL or http://127.0.0.1:8000)")

@@ -282,3 +282,36 @@ def test_idempotency_key_replays_the_suite(idle_client: TestClient, key: str, fa
     assert other.status_code == 422 and other.json()["suite_id"] == first["id"]
     with factory() as s:
         assert s.execute(select(func.count()).select_from(Job)).scalar_one() == 2
+
+
+# ------------------------------------------------------------------------------------ the command line
+
+
+def test_glorot_suites_commands(client: TestClient, key: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    """``glorot suites submit --wait``, ``report --summary`` and ``cancel`` through the real client, talking
+    to the app in this process (the client's transport is the test client's)."""
+    import json
+
+    from api import cli as service_cli
+    from api.client import GlorotClient
+    from glorot_core.cli import main
+
+    def connect(args: Any) -> GlorotClient:
+        return GlorotClient("http://testserver", key, transport=client._transport)
+
+    monkeypatch.setattr(service_cli, "_client", connect)
+    body = tmp_path / "suite.json"
+    body.write_text(json.dumps({"specs": [FAST]}))
+    assert main(["suites", "submit", str(body), "--seeds", "2", "--wait", "--poll", "0.2"]) == 0
+    done = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert done["state"] == "SUCCEEDED" and done["counts"]["succeeded"] == 2
+    assert main(["suites", "report", done["id"], "--summary"]) == 0
+    text = capsys.readouterr().out
+    with connect(None) as c:
+        (config,) = c.suite_report(done["id"])["configs"]
+    te = next(s for s in config["statistics"] if s["statistic"] == "test_error")
+    assert f"{100 * te['mean']:.2f} ± {100 * te['half_width']:.2f}" in text and config["label"] in text
+    assert main(["suites", "cancel", done["id"]]) == 1  # every child ended: 409
+    assert "already ended" in capsys.readouterr().err
+    assert main(["suites", "submit", "--seeds", "2"]) == 2  # neither a body nor a preset
