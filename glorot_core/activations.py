@@ -37,6 +37,9 @@ class Activation:
         hist_range: fixed (low, high) histogram range of the outputs; values outside are counted
             as underflow / overflow, never dropped.
         torch_gain_name: name for ``torch.nn.init.calculate_gain`` (He / orthogonal gain).
+        derivative_of_output: f'(s) written in terms of the output z = f(s) where that is exact
+            and cheaper (tanh: 1 − z², sigmoid: z(1 − z), relu: [z > 0]): the instruments already
+            hold z, and recomputing tanh or sigmoid costs more than the rest of the derivative.
     """
 
     name: str
@@ -49,9 +52,16 @@ class Activation:
     dead_at_zero: bool
     hist_range: tuple[float, float]
     torch_gain_name: str
+    derivative_of_output: Callable[[Tensor], Tensor] | None = None
 
     def __call__(self, s: Tensor) -> Tensor:
         return self.fn(s)
+
+    def derivative_at(self, s: Tensor, z: Tensor | None = None) -> Tensor:
+        """f'(s), from the output ``z = f(s)`` when given and the activation has that form."""
+        if z is not None and self.derivative_of_output is not None:
+            return self.derivative_of_output(z)
+        return self.derivative(s)
 
     def histogram_bins(self, bins: int) -> LinearBins:
         """Fixed, evenly spaced bins over ``hist_range``: comparable bin by bin across runs.
@@ -90,6 +100,14 @@ def _tanh_derivative(s: Tensor) -> Tensor:
     return 1 - torch.tanh(s) ** 2
 
 
+def _tanh_derivative_of_output(z: Tensor) -> Tensor:
+    return torch.square(z).neg_().add_(1)
+
+
+def _sigmoid_derivative_of_output(z: Tensor) -> Tensor:
+    return z * (1 - z)
+
+
 def _softsign(s: Tensor) -> Tensor:
     """Softsign x/(1+|x|) (paper §2.2): approaches its asymptotes polynomially, not exponentially."""
     return s / (1 + s.abs())
@@ -101,7 +119,7 @@ def _softsign_derivative(s: Tensor) -> Tensor:
 
 
 def _relu_derivative(s: Tensor) -> Tensor:
-    return (s > 0).to(s.dtype)
+    return (s > 0).to(s.dtype)  # relu(s) > 0 exactly where s > 0: the same rule serves z
 
 
 def _leaky_relu(s: Tensor) -> Tensor:
@@ -118,13 +136,13 @@ ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in (
         Activation("sigmoid", torch.sigmoid, _sigmoid_derivative, (0.0, 1.0), 0.05, True, True, False,
-                   (0.0, 1.0), "sigmoid"),
+                   (0.0, 1.0), "sigmoid", _sigmoid_derivative_of_output),
         Activation("tanh", torch.tanh, _tanh_derivative, (-1.0, 1.0), 0.05, True, True, False,
-                   (-1.0, 1.0), "tanh"),
+                   (-1.0, 1.0), "tanh", _tanh_derivative_of_output),
         Activation("softsign", _softsign, _softsign_derivative, (-1.0, 1.0), 0.05, True, True, False,
                    (-1.0, 1.0), "tanh"),
         Activation("relu", torch.relu, _relu_derivative, (0.0, _INF), None, False, False, True,
-                   (0.0, 5.0), "relu"),
+                   (0.0, 5.0), "relu", _relu_derivative),
         Activation("leaky_relu", _leaky_relu, _leaky_relu_derivative, (-_INF, _INF), None, False, False,
                    False, (-5.0, 5.0), "leaky_relu"),
         Activation("linear", lambda s: s, torch.ones_like, (-_INF, _INF), None, False, False, False,

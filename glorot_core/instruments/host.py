@@ -25,14 +25,13 @@ def to_host(tree: Any) -> Any:
     _collect(tree, tensors)
     if not tensors:
         return tree
-    flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors]).cpu().numpy()
-    pos = [0]
+    flat, starts = _flatten(tensors)
+    at = iter(starts)
 
     def rebuild(node: Any) -> Any:
         if isinstance(node, torch.Tensor):
-            n = node.numel()
-            chunk = flat[pos[0]: pos[0] + n]
-            pos[0] += n
+            start = next(at)
+            chunk = flat[start: start + node.numel()]
             if node.dtype in _FLOAT32_KINDS:
                 values = float32_numbers(chunk)
             else:
@@ -48,6 +47,28 @@ def to_host(tree: Any) -> Any:
         return node
 
     return rebuild(tree)
+
+
+def _flatten(tensors: list[torch.Tensor]) -> tuple[Any, list[int]]:
+    """One float64 host array holding every tensor, and where each one starts in it.
+
+    Tensors are concatenated per dtype first and each group is converted once: a snapshot holds
+    hundreds of small tensors, and a conversion per tensor costs more than the data it moves."""
+    groups: dict[torch.dtype, list[torch.Tensor]] = {}
+    where: list[tuple[torch.dtype, int]] = []
+    sizes: dict[torch.dtype, int] = {}
+    for t in tensors:
+        members = groups.setdefault(t.dtype, [])
+        where.append((t.dtype, sizes.get(t.dtype, 0)))
+        sizes[t.dtype] = sizes.get(t.dtype, 0) + t.numel()
+        members.append(t.detach().reshape(-1))
+    base: dict[torch.dtype, int] = {}
+    offset = 0
+    for dtype in groups:
+        base[dtype] = offset
+        offset += sizes[dtype]
+    flat = torch.cat([torch.cat(members).to(torch.float64) for members in groups.values()]).cpu().numpy()
+    return flat, [base[dtype] + pos for dtype, pos in where]
 
 
 def _collect(node: Any, out: list[torch.Tensor]) -> None:

@@ -34,7 +34,7 @@ class LinearTheory(Instrument):
     def measure_point(self, capture: Capture, monitor: Monitor) -> dict[str, Any] | None:
         if capture.weight is None:
             return None
-        out = layer_mean_field(capture.s, capture.point.activation, capture.weight)
+        out = layer_mean_field(capture.s, capture.point.activation, capture.weight, capture.z)
         # per example, eq. 7's basis; needs the weight's dense input (None for other points)
         z_in = capture.z_in
         # a non-finite gradient makes this variance non-finite, as it should (no masking: half the passes)

@@ -42,8 +42,10 @@ def shifted_moments(v: Tensor, nonfinite: Tensor | None = None) -> tuple[Tensor,
     c = sample.mean(dtype=torch.float64).to(v.dtype) if n_all else torch.zeros((), dtype=v.dtype, device=v.device)
     d = v - c  # the shift exactly as subtracted, so mean = c + Σd/n below adds back the same number
     if nonfinite is None:
-        nonfinite = torch.count_nonzero(torch.isnan(d)) + torch.count_nonzero(torch.isinf(d))
-    torch.nan_to_num_(d, nan=0.0, posinf=0.0, neginf=0.0)  # non-finite entries now add 0 to both sums
+        nonfinite = _zero_count(v.device) if _all_finite_on_cpu(d) else \
+            torch.count_nonzero(torch.isnan(d)) + torch.count_nonzero(torch.isinf(d))
+    if not _none_on_cpu(nonfinite):
+        torch.nan_to_num_(d, nan=0.0, posinf=0.0, neginf=0.0)  # non-finite entries now add 0 to both sums
     s1 = _row_sum(d)
     s2 = torch.dot(d, d).to(torch.float64) if n_all else torch.zeros((), dtype=torch.float64, device=v.device)
     nf = (n_all - nonfinite).to(torch.float64).clamp_min(1)
@@ -56,12 +58,29 @@ def centred_moments(v: Tensor, nonfinite: Tensor) -> tuple[Tensor, Tensor]:
     """(mean, unbiased std) of the finite entries of flat ``v`` in one pass over its non-finite-free
     copy, for data known to be centred (|mean| ≲ std: gradients). Relative error ε·(1 + mean²/var)
     against the shifted two-pass form, which costs one more pass over the data."""
-    clean = torch.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
+    clean = v if _none_on_cpu(nonfinite) else torch.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
     s1 = _row_sum(clean)
     s2 = torch.dot(clean, clean).to(torch.float64) if clean.numel() else s1
     nf = (v.numel() - nonfinite).to(torch.float64).clamp_min(1)
     var = (s2 - s1 * s1 / nf).clamp_min(0) / (nf - 1).clamp_min(1)
     return s1 / nf, var.sqrt()
+
+
+def _none_on_cpu(nonfinite: Tensor) -> bool:
+    """Whether a non-finite count known to be 0 lets a pass that zeroes non-finite entries be skipped: on
+    the CPU only, where reading the count costs nothing; on an accelerator that read would be a host
+    synchronisation, so the branch-free path is kept."""
+    return nonfinite.device.type == "cpu" and int(nonfinite) == 0
+
+
+def _all_finite_on_cpu(v: Tensor) -> bool:
+    """True when ``v`` is on the CPU and every entry is finite, from one float32 sum (a NaN or ±Inf entry
+    makes the sum non-finite; a sum that overflows only sends the caller to its general path)."""
+    return v.device.type == "cpu" and bool(torch.isfinite(v.sum()))
+
+
+def _zero_count(device: torch.device) -> Tensor:
+    return torch.zeros((), dtype=torch.int64, device=device)
 
 
 def centred_variance(v: Tensor) -> Tensor:
@@ -149,8 +168,11 @@ def linear_counts(v: Tensor, bins: Bins, scale: float = 1.0) -> tuple[Tensor, Te
     m, every entry's slot, the replaced values): the slots let a caller select one bin's entries
     (exact percentiles); subtract m from ``counts[bins.zero_slot]`` for the report's histogram.
     """
-    clean = torch.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
-    m = torch.count_nonzero(clean != v)  # NaN != 0 and ±Inf != 0: the entries just replaced by 0
+    if _all_finite_on_cpu(v):
+        clean, m = v, _zero_count(v.device)
+    else:
+        clean = torch.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
+        m = torch.count_nonzero(clean != v)  # NaN != 0 and ±Inf != 0: the entries just replaced by 0
     idx = bins.index(clean if scale == 1.0 else clean * scale)
     return torch.bincount(idx, minlength=bins.bins + 2), m, idx, clean
 

@@ -52,12 +52,14 @@ def theory_applies(activation: Activation) -> bool:
     return activation.name in ("tanh", "softsign", "linear")
 
 
-def layer_mean_field(s: Tensor, activation: Activation, weight: Tensor) -> dict[str, Tensor]:
-    """Device-side inputs of the theory for one layer: gains, E[f'(s)²], χ and the linear fraction."""
-    d = activation.derivative(s.detach())
-    peak = activation.derivative(torch.zeros(1, device=s.device, dtype=s.dtype)).abs().clamp_min(1e-12)
-    if activation.dead_at_zero or activation.name == "linear":
-        peak = torch.ones_like(peak)
+def layer_mean_field(s: Tensor, activation: Activation, weight: Tensor, z: Tensor | None = None) -> dict[str, Tensor]:
+    """Device-side inputs of the theory for one layer: gains, E[f'(s)²], χ and the linear fraction.
+
+    ``z`` (the layer's output f(s)) lets f'(s) be read off the output where the activation allows it
+    (``Activation.derivative_at``), instead of evaluating f again.
+    """
+    d = activation.derivative_at(s.detach(), None if z is None else z.detach())
+    peak = _peak_derivative(activation)
     fan_out, fan_in = weight.shape
     var_w = centred_variance(weight)  # one pass: weights are centred (torch's Welford var is 4× slower)
     e_d2 = (d * d).mean().to(torch.float64)
@@ -69,6 +71,21 @@ def layer_mean_field(s: Tensor, activation: Activation, weight: Tensor) -> dict[
         "chi": fan_in * var_w * e_d2,
         "linear_fraction": torch.count_nonzero(d.abs() >= LINEAR_REGIME * peak) / max(d.numel(), 1),
     }
+
+
+_PEAKS: dict[Activation, float] = {}
+
+
+def _peak_derivative(activation: Activation) -> float:
+    """|f'(0)|, the slope of the linear regime (1 for relu-like and linear activations), once per activation."""
+    peak = _PEAKS.get(activation)
+    if peak is None:
+        if activation.dead_at_zero or activation.name == "linear":
+            peak = 1.0
+        else:
+            peak = max(abs(float(activation.derivative(torch.zeros(1, dtype=torch.float64))[0])), 1e-12)
+        _PEAKS[activation] = peak
+    return peak
 
 
 def theory_table(
