@@ -31,7 +31,8 @@ from jobs.models import JobState
 compare_router = APIRouter(prefix="/v1", dependencies=[Depends(reject_repeated_scalars)])
 
 JOB_ID = r"[0-9a-fA-F-]{1,64}"
-JOBS_PATTERN = rf"^{JOB_ID}(,{JOB_ID})*$"
+JOBS_PATTERN = rf"^{JOB_ID}(,{JOB_ID}){{1,{MAX_RUNS - 1}}}$"
+"""2..MAX_RUNS comma-separated ids (that they are distinct is checked apart: ``jobs_repeated``)."""
 SNAPSHOT_PATTERN = r"^(init|final|[0-9]{1,9})$"
 CACHE = FigureCache(64)
 """Drawn overlays of this process (keyed by the job ids, the snapshot, the figure and the format)."""

@@ -30,11 +30,13 @@ EXAMPLES_PER_OPERATION = 40
 STATEFUL_EXAMPLES = 15
 CROSS_FIELD_CODES = {"dataset_mismatch", "parameter_cap", "too_many_snapshots", "range_order",
                      "probe_data_needs_uploaded_model", "uploaded_model_not_trained",
-                     "model_file", "unknown_upload"}
+                     "model_file", "unknown_upload", "jobs_repeated", "snapshot_range",
+                     "cost_surface_unavailable"}
 """The spec's rules that relate values (input_dim must match the dataset, the parameter count and the
 snapshot count are capped, input_range's low is below its high, probe data sets and the other rules
-of uploaded models go with model.source, a model id must name an upload made before): no JSON Schema
-states them, so schema-valid data can break them."""
+of uploaded models go with model.source, a model id must name an upload made before, the jobs of a
+comparison are distinct and have the snapshot asked for, the cost surface is the built-in MLP's): no
+JSON Schema states them, so schema-valid data can break them."""
 STATEFUL_PROBLEMS = {"urn:glorot:problem:idempotency-key-reused", "urn:glorot:problem:invalid-cursor"}
 """Refusals that depend on what came before, not on the request's shape: an Idempotency-Key reused with
 another body (422), a cursor that is not the next_cursor of an earlier page (400; cursors are opaque)."""
