@@ -26,7 +26,7 @@ from torch import nn
 
 from glorot_core.models import build_mlp
 from glorot_core.runner import run_experiment
-from glorot_core.spec import JacobianSpec, validate_spec
+from glorot_core.spec import JacobianSpec, ModelSpec, validate_spec
 from glorot_core.uploads.jacobians import uploaded_jacobian_spectra
 from glorot_core.uploads.segments import graph_view
 
@@ -300,3 +300,14 @@ def test_uploaded_models_default_to_auto_and_take_every_mode() -> None:
         assert validate_spec({"model": model, "diagnostics": {"jacobian": {"mode": mode}}}).diagnostics.jacobian.mode \
             == mode
     assert validate_spec({}).diagnostics.jacobian.mode == "exact"  # the built-in MLP's default is unchanged
+
+
+def test_auto_is_exact_for_the_built_in_mlp() -> None:
+    from glorot_core.instruments.jacobian import jacobian_spectra
+
+    model, _ = build_mlp(ModelSpec(input_dim=12, hidden=[9, 8, 7], num_classes=3))
+    x = torch.randn(4, 12, generator=torch.Generator().manual_seed(9))
+    auto = jacobian_spectra(model, x, JacobianSpec(mode="auto", examples=4), 10)
+    exact = jacobian_spectra(model, x, JacobianSpec(mode="exact", examples=4), 10)
+    for a, e in zip([*auto["layers"], auto["end_to_end"]], [*exact["layers"], exact["end_to_end"]], strict=True):
+        assert a["mode"] == "exact" and torch.equal(a["mean_sv"], e["mean_sv"])
