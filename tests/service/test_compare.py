@@ -146,3 +146,17 @@ def test_refusals_name_the_parameter_or_the_job(idle_client: TestClient, key: st
         assert p["errors"][0]["field"] == name, (query, p)
         p = _problem(idle_client.get(f"/v1/compare/figures/layer_profile.svg?{query}", headers=auth(key)), 422)
         assert p["errors"][0]["field"] == name, (query, p)
+
+
+def test_fig5_preset_jobs_list_and_serve_the_cost_surface(client: TestClient, key: str) -> None:
+    overrides = {"model": {"hidden": [12]}, "train": {"steps": 20},
+                 "diagnostics": {"every": 10, "monitor_examples": 30, "cost_surface": {"points": 9}},
+                 "data": {"test_examples": 50}}
+    job = _submit(client, key, {"preset": "fig5_quadratic", "overrides": overrides})
+    assert wait_state(client, key, job, {"SUCCEEDED", "FAILED"})["state"] == "SUCCEEDED"
+    listing = {f["name"]: f for f in client.get(f"/v1/jobs/{job}/figures", headers=auth(key)).json()["figures"]}
+    assert listing["cost_surface"]["paper"] == "Fig 5"
+    svg = client.get(listing["cost_surface"]["svg"], headers=auth(key))
+    assert svg.status_code == 200 and 'id="quadratic-w1-0"' in svg.text and 'id="cross_entropy-w2-8"' in svg.text
+    section = client.get(f"/v1/jobs/{job}/report?sections=cost_surface", headers=auth(key)).json()["cost_surface"]
+    assert section["step"] == 20 and len(section["costs"]["quadratic"]) == 9
