@@ -111,7 +111,8 @@ class PosEmbed(nn.Module):
         self.fc = nn.Linear(4, 4)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.fc(self.embed(t) + self.pos))  # neither operand is an ancestor of the other
+        u = self.fc(self.embed(t) + self.pos)  # neither operand of this sum is an ancestor of the other
+        return torch.tanh(u + 0.5 * u)  # u is an ancestor of 0.5·u, but through no layer: not a residual
 
 
 def test_residual_sums_need_an_ancestor_operand_across_a_layer() -> None:
@@ -123,7 +124,7 @@ def test_residual_sums_need_an_ancestor_operand_across_a_layer() -> None:
         ("0.relu", "activation", "conv"),
     ]
     points = graph_probe_points(_export(PosEmbed(), torch.zeros(2, 5, dtype=torch.int64)).graph)
-    assert [(p.name, p.role) for p in points] == [("tanh", "activation")]  # bias and position adds are not
+    assert [(p.name, p.role) for p in points] == [("tanh", "activation")]
 
 
 def _tokens_spec(path: Path, examples: int) -> Any:
@@ -230,6 +231,7 @@ def test_described_cnn_gets_a_norm_point_after_each_batchnorm(tmp_path: Path) ->
     info = inspect_model_file(tmp_path / "cnn.safetensors", meta)
     assert [(p.name, p.role, p.activation, p.shape) for p in info.probe_points] == [
         ("1", "norm", "none", (3, 6, 6)), ("2", "activation", "tanh", (3, 6, 6))]
+    assert graph_probe_points(_export(net, torch.zeros(2, 1, 8, 8)).graph) == info.probe_points  # as a graph too
 
     report = run_experiment(validate_spec({
         "model": {"source": "file", "path": str(tmp_path / "cnn.safetensors"), **meta},

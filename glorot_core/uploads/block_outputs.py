@@ -118,7 +118,9 @@ def _is_residual(node: Node, order: dict[Node, int]) -> bool:
     if shape is None or len(shape) < 2 or any(_per_example(a) != shape for a in args):
         return False
     a, b = args
-    skip, branch = (a, b) if order[a] < order[b] else (b, a)
+    skip, branch = (a, b) if order[a] < order[b] else (b, a)  # an ancestor comes first in graph order
+    if len(skip.users) < 2:  # an ancestor of the branch feeds it too: a bias or an embedding table does not
+        return False
     return _skips_a_block(skip, branch, order)
 
 

@@ -19,6 +19,7 @@ The largest matching region around a seed wins, so ``x·sigmoid(x)`` is one SiLU
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -161,6 +162,13 @@ def _self_contained(region: set[Node], out: Node) -> bool:
     return all(u in region for n in region if n is not out for u in n.users)
 
 
+@functools.cache
+def _references() -> dict[str, Tensor]:
+    """Every target's values on the grid, computed once."""
+    with torch.no_grad():
+        return {name: f(_GRID) for name, f in TARGETS.items()}
+
+
 def _identify(region: list[Node], x: Node, out: Node) -> str | None:
     """The name of the target the region (its nodes in graph order) computes on the grid, or None."""
     env: dict[Node, object] = {x: _GRID.clone()}
@@ -174,8 +182,7 @@ def _identify(region: list[Node], x: Node, out: Node) -> str | None:
     value = env[out]
     if not isinstance(value, Tensor) or value.shape != _GRID.shape or not value.is_floating_point():
         return None
-    for name, f in TARGETS.items():
-        ref = f(_GRID)
+    for name, ref in _references().items():
         if bool((((value.float() - ref).abs()) / (1 + ref.abs()) <= TOLERANCE).all()):
             return name
     return None
