@@ -315,3 +315,48 @@ def test_glorot_suites_commands(client: TestClient, key: str, tmp_path: Any, mon
     assert main(["suites", "cancel", done["id"]]) == 1  # every child ended: 409
     assert "already ended" in capsys.readouterr().err
     assert main(["suites", "submit", "--seeds", "2"]) == 2  # neither a body nor a preset
+
+
+# ------------------------------------------------------------------------------------------- Celery
+
+
+@pytest.mark.integration
+def test_celery_workers_run_children_at_once_and_a_cancel_stops_them_all(tmp_path: Any) -> None:
+    """The API in Celery mode and two real ``glorot worker`` processes: a suite's children are
+    dispatched one message each, so both workers run one at once; cancelling the suite ends all three
+    (two RUNNING, one QUEUED) and no child is left QUEUED or RUNNING."""
+    from celery_support import Env, Worker, fresh_database, long_spec, services_or_fail
+
+    from jobs.db import session_factory
+    from jobs.settings import get_settings
+
+    services_or_fail()
+    with fresh_database("glorot_suites") as url:
+        env = Env(database_url=url, tmp=tmp_path)
+        with env.applied():
+            settings = get_settings()
+            assert settings.broker_url  # the API dispatches through Celery
+            factory = session_factory(url)
+            key = new_key(factory, settings, "suites-celery")
+            workers = [Worker(env, f"suite{i}").start() for i in range(2)]
+            try:
+                with TestClient(build_app(settings)) as client:
+                    suite = _submit(client, key, {"specs": [long_spec()], "seeds": 3})
+                    logs = lambda: "\n".join(w.tail() for w in workers)  # noqa: E731
+                    try:
+                        wait_for(lambda: _suite(client, key, suite["id"]), lambda s: s["counts"]["running"] == 2)
+                    except AssertionError as e:
+                        raise AssertionError(f"{e}\n{logs()}") from None
+                    r = client.post(f"/v1/suites/{suite['id']}/cancel", headers=auth(key))
+                    assert r.status_code == 202, r.text
+                    done = _wait_complete(client, key, suite["id"], timeout=60)
+                    assert done["state"] == "CANCELLED" and done["counts"]["cancelled"] == 3, (done, logs())
+            finally:
+                for w in workers:
+                    w.stop()
+            ids = [c["job_id"] for c in suite["children"]]
+            with factory() as s:
+                rows = s.execute(select(Job.state, Job.started_at).where(Job.id.in_(ids))).all()
+            assert all(r.state == JobState.CANCELLED for r in rows)
+            # two ran at once, and a worker runs one job at a time: both workers had a child
+            assert sum(r.started_at is not None for r in rows) == 2
