@@ -8,7 +8,9 @@ over it (``glorot_core.uploads.capture``) give each probe point's s, z and ∂C/
 registry's instruments run on them exactly as on a built-in model's layers. The report has the
 built-in schema (one snapshot, at step 0); each layer entry carries its probe point's ``name``.
 
-Not computed for uploaded models (yet): training, Jacobians (``diagnostics.jacobian`` is off).
+Jacobians: per block between consecutive probe points and end to end (input, or a token model's
+embedding output, → logits), exact or matrix-free by torch.func on the model's graph
+(``glorot_core.uploads.jacobians``; :func:`_jacobians`).
 """
 
 from __future__ import annotations
@@ -33,16 +35,21 @@ from glorot_core.instruments.host import to_host
 from glorot_core.instruments.monitor import Monitor
 from glorot_core.instruments.probe import ProbePoint
 from glorot_core.instruments.registry import DEFAULT
+from glorot_core.instruments.snapshot import error_rate
 from glorot_core.json_numbers import json_safe
-from glorot_core.losses import cross_entropy
+from glorot_core.losses import LOSSES, cross_entropy
 from glorot_core.progress import CancelCheck, Progress, ProgressCallback
 from glorot_core.report import build_report, snapshot_entry
-from glorot_core.spec import DataSpec, ExperimentSpec, FileModelSpec
+from glorot_core.spec import DataSpec, ExperimentSpec, FileModelSpec, JacobianSpec
+from glorot_core.training import train
 from glorot_core.uploads.activations import activation_named
-from glorot_core.uploads.capture import RawCapture, UploadedCapture, capture, fold
+from glorot_core.uploads.capture import RawCapture, UploadedCapture, capture, fold, per_example_cost
+from glorot_core.uploads.finetune import ArrayStream, FlatInputs
 from glorot_core.uploads.inspect import InspectLimits, LoadedModel, load_model
+from glorot_core.uploads.jacobians import uploaded_jacobian_spectra
 from glorot_core.uploads.probe_data import NpzData, RandomData, TokenData
 from glorot_core.uploads.probe_points import kind_of
+from glorot_core.uploads.segments import graph_view
 
 Tensor = torch.Tensor
 
@@ -60,7 +67,9 @@ CONVENTIONS = {
                "effective rank) are dense units, conv channels (examples x positions as samples) or "
                "sequence features (examples x tokens as samples)",
     "weight_grad": "dC/dW of the mean cost for the one Linear/Conv2d weight that feeds s directly; none otherwise",
-    "jacobian": "not computed for uploaded models",
+    "jacobian": "layer i: J^i = dz_{i+1}/dz_i per example between consecutive probe points (from/to), everything "
+                "not downstream of z_i held fixed; none for the last; end_to_end: input (token models: embedding "
+                "output) -> logits",
 }
 
 
@@ -104,12 +113,59 @@ def diagnose_model(
     raw = _capture(module, x, y, loaded)
     if not raw.sites:
         raise SpecNotRunnable("the model has no probe point (no activation module or op to observe)")
-    points, captures = _captures(raw)
+    points, _ = _captures(raw)
     mon = Monitor(x, y if y is not None else torch.zeros(x.shape[0], dtype=torch.int64, device=device),
-                  _main_activation(points), cross_entropy, spec.diagnostics.jacobian.model_copy(update={"mode": "off"}),
-                  spec.diagnostics.histogram_bins, spec.diagnostics.gradient_basis)
+                  _main_activation(points), cross_entropy, spec.diagnostics.jacobian,
+                  spec.diagnostics.histogram_bins, spec.diagnostics.gradient_basis,
+                  curvature=spec.diagnostics.curvature)
+    tuning = _tuning(spec, loaded, module, raw, files.data_path, device)
+    first: list[RawCapture] = [raw]
+    taken: list[int] = []
+
+    def snapshot(step: int, train_loss: float | None, final: bool = False) -> dict[str, Any]:
+        current = first.pop() if first else _capture(module, x, y, loaded)
+        host = _measure(module, loaded, x, y, mon, current, index=len(taken),
+                        final=final or step == spec.train.steps)
+        test_error = None
+        if tuning is not None and tuning.test is not None:
+            test_error = float(error_rate(tuning.model, *tuning.test))
+        taken.append(step)
+        entry = json_safe(snapshot_entry(host, step=step, examples_seen=step * spec.train.batch_size,
+                                         test_error=test_error, train_loss=train_loss,
+                                         elapsed_s=time.monotonic() - started))
+        if on_snapshot is not None:
+            on_snapshot(entry)
+        return entry
+
+    snapshots, end = _fine_tune(spec, tuning, mon, snapshot, progress, should_cancel)
+    majority = None
+    if y is not None:
+        counts = torch.bincount(y.cpu())
+        majority = 1.0 - float(counts.max()) / max(int(counts.sum()), 1)
+    report = build_report(spec, device=device, activation=_main_activation(points), points=points,
+                          init_info={"scheme": "uploaded", "format": files.metadata.get("format")},
+                          data_root=None, majority_error=majority, snapshots=snapshots, end=end, started=started)
+    report["resolved"]["conventions"].update(CONVENTIONS)
+    report["resolved"]["model"] = {"source": spec.model.source, "format": files.metadata.get("format"),
+                                   "input": {"shape": list(loaded.input_shape), "dtype": loaded.input_dtype},
+                                   "parameters": loaded.parameters, "labels": y is not None}
+    for lay, p in zip(report["layers"], points, strict=True):
+        lay.update({"kind": p.kind, "shape": list(p.shape), "pooled": list(p.pooled), "unit_axis": UNITS[p.kind],
+                    "role": p.role})
+    if progress is not None:
+        progress(Progress(1.0, end["steps_done"], spec.train.steps, "report", "report built"))
+    return report
+
+
+def _measure(module: torch.nn.Module, loaded: LoadedModel, x: Tensor, y: Tensor | None, mon: Monitor,
+             raw: RawCapture, *, index: int, final: bool) -> dict[str, Any]:
+    """Every due instrument of the DEFAULT registry on the capture ``raw`` of the module's current weights:
+    the host tree ``snapshot_entry`` takes (one host synchronisation)."""
+    points, captures = _captures(raw)
     network = _network(raw, y, mon, points)
-    snap = SnapshotCapture(captures, index=0, final=True, network={"model": module})
+    snap = SnapshotCapture(captures, index=index, final=final,
+                           network={"model": module, "jacobian_spectra": _jacobians(module, loaded, x, points),
+                                    "uploaded": True, "cost": _mean_cost(module, loaded, x, y, mon)})
     sections: dict[str, Any] = {}
     for inst in DEFAULT:
         if inst.due(snap, mon):
@@ -119,28 +175,94 @@ def diagnose_model(
             sections[inst.section] = None
     host = to_host({"network": network, "sections": sections})
     host["points"] = points
-    entry = json_safe(snapshot_entry(host, step=0, examples_seen=0, test_error=None, train_loss=None,
-                                     elapsed_s=time.monotonic() - started))
-    if on_snapshot is not None:
-        on_snapshot(entry)
-    majority = None
-    if y is not None:
-        counts = torch.bincount(y.cpu())
-        majority = 1.0 - float(counts.max()) / max(int(counts.sum()), 1)
-    report = build_report(spec, device=device, activation=_main_activation(points), points=points,
-                          init_info={"scheme": "uploaded", "format": files.metadata.get("format")},
-                          data_root=None, majority_error=majority, snapshots=[entry],
-                          end={"steps_done": 0, "examples_seen": 0, "diverged": False}, started=started)
-    report["resolved"]["conventions"].update(CONVENTIONS)
-    report["resolved"]["model"] = {"source": spec.model.source, "format": files.metadata.get("format"),
-                                   "input": {"shape": list(loaded.input_shape), "dtype": loaded.input_dtype},
-                                   "parameters": loaded.parameters, "labels": y is not None}
-    for lay, p in zip(report["layers"], points, strict=True):
-        lay.update({"kind": p.kind, "shape": list(p.shape), "pooled": list(p.pooled), "unit_axis": UNITS[p.kind],
-                    "role": p.role})
-    if progress is not None:
-        progress(Progress(1.0, 0, 0, "report", "report built"))
-    return report
+    return host
+
+
+def _mean_cost(module: torch.nn.Module, loaded: LoadedModel, x: Tensor, y: Tensor | None,
+               mon: Monitor) -> Callable[[], Tensor]:
+    """The capture's cost (``resolved.conventions.cost``) as a mean over the first
+    ``diagnostics.curvature.examples`` monitor examples: what the curvature instrument differentiates twice."""
+    n = min(mon.curvature.examples if mon.curvature is not None else x.shape[0], x.shape[0])
+    run = FlatInputs(module, loaded.input_shape, x.dtype, loaded.batch, [])
+
+    def cost() -> Tensor:
+        return per_example_cost(run(x[:n]), y[:n] if y is not None else None).mean()
+
+    return cost
+
+
+@dataclass
+class _Tuning:
+    """What fine-tuning an uploaded model needs (``glorot_core.uploads.finetune``): the module behind the
+    training loop's interface, the training stream and, for a data set, its fixed test set."""
+
+    model: FlatInputs
+    stream: Any
+    test: tuple[Tensor, Tensor] | None
+
+
+def _tuning(spec: ExperimentSpec, loaded: LoadedModel, module: torch.nn.Module, raw: RawCapture,
+            data_path: Path | None, device: torch.device) -> _Tuning | None:
+    """The fine-tuning set-up when ``train.steps`` > 0 (None otherwise); ``SpecNotRunnable`` without labels
+    or with labels the model's output cannot score."""
+    if spec.train.steps == 0:
+        return None
+    weights = [site.weight for site in raw.sites] + [raw.output_weight]
+    model = FlatInputs(module, loaded.input_shape, getattr(torch, loaded.input_dtype), loaded.batch, weights)
+    classes = int(raw.output.shape[-1]) if raw.output.dim() == 2 else 0
+    d = spec.data
+    if isinstance(d, DataSpec):
+        from glorot_core.runner import data_root
+
+        data = open_dataset(d.dataset, root=data_root(spec), input_range=d.input_range, seed=d.seed)
+        _expect(data.num_classes <= classes, f"data set {d.dataset!r} has {data.num_classes} classes; the model "
+                f"outputs {classes} logits per example")
+        xt, yt = data.fixed_set("test", d.test_examples)
+        return _Tuning(model, data, (xt.to(device), yt.to(device)))
+    if not isinstance(d, NpzData) or data_path is None:
+        raise SpecNotRunnable("fine-tuning (train.steps > 0) needs labelled data: a data set or an uploaded .npz")
+    with np.load(data_path, allow_pickle=False) as z:
+        _expect("labels" in z.files, "fine-tuning (train.steps > 0) needs labels: the uploaded .npz has no "
+                "'labels' array")
+        inputs, labels = np.asarray(z["inputs"]), np.asarray(z["labels"]).astype(np.int64)
+    _expect(int(labels.max()) < classes and int(labels.min()) >= 0, f"the uploaded labels run from "
+            f"{int(labels.min())} to {int(labels.max())}; the model outputs {classes} logits per example")
+    return _Tuning(model, ArrayStream(torch.from_numpy(inputs), torch.from_numpy(labels), spec.train.seed), None)
+
+
+def _fine_tune(spec: ExperimentSpec, tuning: _Tuning | None, mon: Monitor,
+               snapshot: Callable[..., dict[str, Any]], progress: ProgressCallback | None,
+               should_cancel: CancelCheck | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``train.steps`` SGD steps of the built-in loop (``glorot_core.training.train``: same optimizer
+    options, windows, divergence replay) with ``snapshot`` at step 0, every ``diagnostics.every`` steps and
+    the last; without steps, the one snapshot at step 0. Returns the snapshots and the report's ``end``."""
+    if tuning is None:
+        return [snapshot(0, None)], {"steps_done": 0, "examples_seen": 0, "diverged": False}
+    result = train(tuning.model, tuning.stream.next_batch, spec.train, LOSSES[spec.train.loss],  # type: ignore[arg-type]
+                   every=spec.diagnostics.every, snapshot=snapshot, progress=progress, should_cancel=should_cancel)
+    end: dict[str, Any] = {"steps_done": result.steps_done,
+                           "examples_seen": result.steps_done * spec.train.batch_size,
+                           "diverged": result.divergence is not None}
+    snapshots = result.snapshots
+    if result.divergence is not None:
+        dv = result.divergence
+        end["diverged_at"] = {"step": dv.step, "reason": dv.reason, "loss": dv.loss, "layer": dv.layer}
+        mon.jacobian = mon.jacobian.model_copy(update={"mode": "off"})  # no spectra of non-finite matrices
+        snapshots.append(snapshot(result.steps_done, None, final=True))
+    return snapshots, end
+
+
+def _jacobians(module: torch.nn.Module, loaded: LoadedModel, x: Tensor,
+               points: list[ProbePoint]) -> Callable[[JacobianSpec, int], dict[str, Any]]:
+    """The Jacobian instrument's computation for this model: per block and end to end on the monitor
+    inputs ``x`` (``glorot_core.uploads.jacobians``); the graph is built only when the instrument runs."""
+    names = [p.name for p in points]
+
+    def compute(spec: JacobianSpec, bins: int) -> dict[str, Any]:
+        view = graph_view(module, exported=loaded.program is not None)
+        return uploaded_jacobian_spectra(view, x, names, spec, bins, static_batch=loaded.batch)
+
+    return compute
 
 
 def _files(spec: ExperimentSpec, files: ModelFiles | None) -> ModelFiles:

@@ -138,12 +138,13 @@ def test_probe_data_must_fit_the_model(tmp_path: Path) -> None:
         run_experiment(spec)
 
 
-def test_uploaded_models_are_not_trained_and_have_no_jacobian() -> None:
+def test_uploaded_models_are_fine_tuned_only_on_labelled_data() -> None:
     model = {"source": "uploaded", "model_id": "m1"}
     assert validate_spec({"model": model}).model.source == "uploaded"
-    with pytest.raises(ValidationError) as e:
-        validate_spec({"model": model, "train": {"steps": 10}, "diagnostics": {"jacobian": {"mode": "exact"}}})
-    assert {err["loc"] for err in e.value.errors()} == {("train", "steps"), ("diagnostics", "jacobian", "mode")}
+    with pytest.raises(ValidationError) as e:  # random inputs have no labels (tests/test_uploaded_finetune.py)
+        validate_spec({"model": model, "data": {"dataset": "random", "shape": [4]}, "train": {"steps": 10}})
+    assert {err["loc"] for err in e.value.errors()} == {("train", "steps")}
+    assert validate_spec({"model": model, "train": {"steps": 10}}).train.steps == 10  # a data set has labels
     with pytest.raises(ValidationError) as e:
         validate_spec({"data": {"dataset": "tokens", "vocab_size": 10, "sequence_length": 4}})
     assert e.value.errors()[0]["loc"] == ("data", "dataset")  # probe data needs an uploaded model
