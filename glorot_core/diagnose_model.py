@@ -6,7 +6,8 @@ load_model``), in the calling process (in the service: the job's own process, wh
 time limits). The probe data (``data``) become the monitor set; one forward and one backward pass
 over it (``glorot_core.uploads.capture``) give each probe point's s, z and ∂C/∂s, and the DEFAULT
 registry's instruments run on them exactly as on a built-in model's layers. The report has the
-built-in schema (one snapshot, at step 0); each layer entry carries its probe point's ``name``.
+built-in schema (one snapshot, at step 0, or with ``train.steps`` > 0 and labelled data one per
+``diagnostics.every`` fine-tuning steps: :func:`_fine_tune`); each layer entry carries its probe point's ``name``.
 
 Jacobians: per block between consecutive probe points and end to end (input, or a token model's
 embedding output, → logits), exact or matrix-free by torch.func on the model's graph
