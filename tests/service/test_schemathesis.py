@@ -29,7 +29,7 @@ from jobs.settings import Settings
 EXAMPLES_PER_OPERATION = 40
 STATEFUL_EXAMPLES = 15
 CROSS_FIELD_CODES = {"dataset_mismatch", "parameter_cap", "too_many_snapshots", "range_order",
-                     "probe_data_needs_uploaded_model", "uploaded_model_not_trained",
+                     "probe_data_needs_uploaded_model", "fine_tuning_needs_labels",
                      "model_file", "unknown_upload", "jobs_repeated", "snapshot_range",
                      "cost_surface_unavailable"}
 """The spec's rules that relate values (input_dim must match the dataset, the parameter count and the
