@@ -215,13 +215,15 @@ def _links(suite_id: str) -> dict[str, str]:
 
 def cancel(session: Session, suite: Suite) -> list[str]:
     """Mark the suite cancelled and cancel every child that is not terminal, each by the lifecycle's
-    cancel transition (QUEUED → CANCELLED at once, RUNNING → ``cancel_requested``). A child that
-    ends on its own meanwhile is left as it ended. Returns the ids of the children asked to cancel."""
+    cancel transition (QUEUED → CANCELLED at once, RUNNING → ``cancel_requested``), the QUEUED ones
+    first. A child that ends on its own meanwhile is left as it ended. Returns the ids of the children
+    asked to cancel."""
     if suite.cancel_requested_at is None:
         suite.cancel_requested_at = utcnow()
     session.commit()
     asked = []
-    for c in children(session, suite):
+    # QUEUED children first: a worker freed by a stopping sibling must find nothing of the suite to start
+    for c in sorted(children(session, suite), key=lambda c: c.state != JobState.QUEUED):
         if c.state.terminal:
             continue
         for _ in range(3):  # the child may move (QUEUED → RUNNING) under the conditional UPDATE
