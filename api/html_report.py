@@ -1,5 +1,6 @@
 """``GET /v1/jobs/{id}/report.html``: a SUCCEEDED job's report as one self-contained, printable HTML
-page (``glorot_core.report_html``; docs/figures.md, "HTML report").
+page (``glorot_core.report_html``; docs/figures.md, "HTML report"); ``GET /v1/suites/{id}/report.html``:
+a multi-seed suite's report the same way.
 
 The page is fetched with the API key, but a browser would not send that key for images the page points
 to; so the figures are embedded as ``data:`` URIs, drawn through the figure routes' per-process cache
@@ -19,8 +20,9 @@ from fastapi.responses import HTMLResponse
 from api import services
 from api.deps import AppContext, CtxDep, PrincipalDep
 from api.figures import drawn
-from api.problems import PROBLEM_JSON
+from api.problems import PROBLEM_JSON, Problem
 from api.query_params import reject_repeated_scalars
+from api.suites import list_suite_figures, read_suite_figure, read_suite_report
 from glorot_core import report_html
 
 html_router = APIRouter(prefix="/v1", dependencies=[Depends(reject_repeated_scalars)])
@@ -72,4 +74,38 @@ async def read_report_html(
                                                        "sharp) or png")] = "svg",
 ) -> HTMLResponse:
     page = await run_in_threadpool(_page, ctx, principal.tenant_id, job_id, figures)
+    return HTMLResponse(page, headers=HEADERS)
+
+
+@html_router.get(
+    "/suites/{suite_id}/report.html", response_class=HTMLResponse,
+    summary="A suite's report as a self-contained HTML page",
+    description="Test error per configuration across seeds (mean, std, Student-t interval) beside the paper's "
+    "Table 1 value, the runs, every statistic's per-seed values and summary, and the suite's figures "
+    "(embedded, `figures=svg` or `png`). Answered in every state, as the suite's JSON report: while runs are "
+    "going on the page says it is not complete and covers the runs that SUCCEEDED so far.",
+    responses={200: {"content": {"text/html": {}}},
+               401: {"description": "missing or unknown API key", **_PROBLEM},
+               404: {"description": "no such suite for this tenant", **_PROBLEM},
+               422: {"description": "invalid query parameters, with field paths", **_PROBLEM},
+               429: {"description": "over the tenant's request rate (Retry-After)", **_PROBLEM}},
+)
+async def read_suite_report_html(
+    suite_id: str, ctx: CtxDep, principal: PrincipalDep,
+    figures: Annotated[FigureFormat, Query(description="how the figures are embedded: svg (vector, prints "
+                                                       "sharp) or png")] = "svg",
+) -> HTMLResponse:
+    # The suite routes' own functions: the same tenant checks, report and (cached) figures as the JSON ones.
+    report = await read_suite_report(suite_id, ctx, principal)
+    try:
+        listing = (await list_suite_figures(suite_id, ctx, principal))["figures"]
+    except Problem as e:
+        if e.status != 409:  # 409: no run has SUCCEEDED yet, so nothing to draw
+            raise
+        listing = []
+    embedded = []
+    for f in listing:
+        drawn_figure = await read_suite_figure(suite_id, ctx, principal, name=f["name"], fmt=figures)
+        embedded.append(report_html.embed(f["name"], f["paper"], f["title"], bytes(drawn_figure.body), figures))
+    page = await run_in_threadpool(report_html.render_suite_report, report, figures=embedded)
     return HTMLResponse(page, headers=HEADERS)

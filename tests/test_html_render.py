@@ -196,3 +196,58 @@ def test_theory_outside_its_assumptions_says_so(report: dict[str, Any]) -> None:
 def test_an_unknown_figure_format_is_refused(report: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="figure format"):
         report_html.render_report(report, fmt="gif", draw=_stub_draw)
+
+
+# -------------------------------------------------------------------------------------------- suites
+
+
+def _suite_report() -> dict[str, Any]:
+    """A suite report (glorot.suite-report/1) still running: one seed SUCCEEDED (no std, no interval),
+    one FAILED with an error that is markup, a label that is markup, no Table 1 value."""
+    one = {"n": 1, "missing": 0, "std": None, "ci95": None, "half_width": None, "t": None, "confidence": 0.95}
+    return {
+        "schema": "glorot.suite-report/1", "suite_id": "5e11e", "state": "RUNNING", "complete": False,
+        "confidence": 0.95, "statistics_at": "each run's last snapshot",
+        "configs": [{
+            "index": 0, "label": "<i>cfg</i>", "preset": None, "budget": None, "seeds": [3, 4, 5],
+            "runs": [{"job_id": "a1", "seed": 3, "state": "SUCCEEDED"},
+                     {"job_id": "a2", "seed": 4, "state": "FAILED", "error": "<script>boom</script>"},
+                     {"job_id": "a3", "seed": 5, "state": "RUNNING"}],
+            "n_succeeded": 1, "paper": None,
+            "statistics": [
+                {"statistic": "test_error", "layer": 0, "mean": 0.25,
+                 "values": [{"seed": 3, "job_id": "a1", "step": 20, "value": 0.25}], **one},
+                {"statistic": "activation.std", "layer": 2, "mean": 0.125,
+                 "values": [{"seed": 3, "job_id": "a1", "step": 20, "value": 0.125}], **one},
+            ],
+        }],
+        "failed": [{"job_id": "a2", "config_index": 0, "seed": 4, "error": "<script>boom</script>"}],
+    }
+
+
+def test_suite_page_shows_the_reports_numbers_and_what_is_missing() -> None:
+    fig = report_html.embed("test_error", "Figs 11, 12", "Test error", TINY_SVG, "svg")
+    html = report_html.render_suite_report(_suite_report(), figures=[fig])
+    page = parse(html)
+    assert "<script" not in html.lower() and "<i>" not in html
+    assert "Not complete" in page.text and "<script>boom</script>" in page.text and "<i>cfg</i>" in page.text
+    (overview,) = page.tables_of("suite-overview")
+    assert page.body_rows(overview) == [["<i>cfg</i>", "1 / 3", "25.0%", "—", "—", "—", "—"]]
+    (stats,) = page.tables_of("suite-statistics")
+    assert page.body_rows(stats) == [["test_error", "network", "1", "0", "25.0%", "—", "—", "3: 25.0%"],
+                                     ["activation.std", "2", "1", "0", "0.125", "—", "—", "3: 0.125"]]
+    (img,) = page.images()
+    assert decode_data_uri(img["src"] or "") == ("image/svg+xml", TINY_SVG)
+    assert not [t for t, _ in page.tags if t == "script"]
+
+
+def test_suite_page_with_an_interval_and_the_papers_value() -> None:
+    report = _suite_report()
+    config = report["configs"][0]
+    config["statistics"][0].update({"n": 3, "std": 0.05, "ci95": [0.125, 0.375]})
+    config["paper"] = {"test_error_percent": 27.15, "test_error": 0.2715, "paper_within_ci95": True}
+    report["complete"] = True
+    page = parse(report_html.render_suite_report(report))
+    (overview,) = page.tables_of("suite-overview")
+    assert page.body_rows(overview)[0][2:] == ["25.0%", "5.0%", "[12.5%, 37.5%]", "27.15%", "yes"]
+    assert "Not complete" not in page.text and "No figures yet" in page.text

@@ -11,12 +11,13 @@ over pages).
 
 ``render_report(report, fmt=…, draw=…)`` renders a job's report; ``draw(name, fmt)`` returns a figure's
 bytes (the service passes its figure cache; by default ``glorot_core.figures.render`` draws them).
+``render_suite_report(report, figures=…)`` renders a multi-seed suite's report with its figures.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from glorot_core import figures
-from glorot_core.report_html import view
+from glorot_core.report_html import suite_view, view
 
 FORMATS = figures.FORMATS
 DEFAULT_FORMAT = "svg"
@@ -73,9 +74,7 @@ def embedded_figures(report: Mapping[str, Any], fmt: str = DEFAULT_FORMAT, draw:
     if draw is None:
         def draw(name: str, f: str) -> bytes:
             return figures.render(rep, name, f)
-    media = figures.MEDIA_TYPES[fmt]
-    return [EmbeddedFigure(d.name, d.paper, d.title, media, data_uri(draw(d.name, fmt), media))
-            for d in figures.available(rep)]
+    return [embed(d.name, d.paper, d.title, draw(d.name, fmt), fmt) for d in figures.available(rep)]
 
 
 def render_report(report: Mapping[str, Any], *, fmt: str = DEFAULT_FORMAT, draw: Draw | None = None,
@@ -98,5 +97,25 @@ def render_report(report: Mapping[str, Any], *, fmt: str = DEFAULT_FORMAT, draw:
     )
 
 
-__all__ = ["CONTENT_SECURITY_POLICY", "DEFAULT_FORMAT", "FORMATS", "MEDIA_TYPE", "EmbeddedFigure",
-           "embedded_figures", "environment", "render_report"]
+def embed(name: str, paper: str, title: str, data: bytes, fmt: str) -> EmbeddedFigure:
+    """A drawn figure (PNG or SVG bytes) as the page embeds it."""
+    media = figures.MEDIA_TYPES[fmt]
+    return EmbeddedFigure(name, paper, title, media, data_uri(data, media))
+
+
+def render_suite_report(report: Mapping[str, Any], *, figures: Sequence[EmbeddedFigure] = ()) -> str:
+    """The HTML page of a multi-seed suite's report (``glorot.suite-report/1``); ``figures`` are the
+    suite's drawn figures (the service draws them from its children's metric series)."""
+    return environment().get_template("suite.html.j2").render(
+        suite_id=str(report.get("suite_id", "")),
+        complete=bool(report.get("complete")),
+        confidence=view.number_text(report.get("confidence"), percent=True),
+        summary=suite_view.summary(report),
+        configs=suite_view.config_views(report),
+        failed=list(report.get("failed") or []),
+        figures=list(figures),
+    )
+
+
+__all__ = ["CONTENT_SECURITY_POLICY", "DEFAULT_FORMAT", "FORMATS", "MEDIA_TYPE", "EmbeddedFigure", "embed",
+           "embedded_figures", "environment", "render_report", "render_suite_report"]

@@ -30,7 +30,7 @@ import uvicorn
 from browser_support import ink_fraction, load_page
 from fastapi.testclient import TestClient
 from PIL import Image
-from service_support import auth, wait_state
+from service_support import auth, wait_for, wait_state
 
 from glorot_core import report_html
 from glorot_core.cli import main
@@ -171,3 +171,78 @@ def test_report_html_refusals(idle_client: TestClient, key: str) -> None:
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "figures", bad.text
     twice = idle_client.get(f"/v1/jobs/{job_id}/report.html?figures=png&figures=svg", headers=auth(key))
     assert twice.status_code == 422 and twice.json()["errors"][0]["field"] == "figures", twice.text
+
+
+# -------------------------------------------------------------------------------------------- suites
+
+SUITE_TINY: dict[str, Any] = {"model": {"hidden": [16, 16]}, "train": {"steps": 20}, "data": {"test_examples": 100},
+                              "diagnostics": {"every": 10, "monitor_examples": 40, "jacobian": {"mode": "off"}}}
+"""A Table 1 preset cut to 2 hidden layers of 16 and 20 updates: the page has the paper's value to show."""
+
+
+def _suite_stat_cells(stat: dict[str, Any]) -> list[str]:
+    """The row the page should show for one statistic of the suite report (fractions as percentages)."""
+    pct = stat["statistic"] in ("test_error", "saturation.fraction")
+
+    def num(v: Any) -> str:
+        return view.number_text(v, percent=pct)
+
+    ci = stat["ci95"]
+    return [stat["statistic"], "network" if stat["layer"] == 0 else str(stat["layer"]), str(stat["n"]),
+            str(stat["missing"]), num(stat["mean"]), num(stat["std"]),
+            "—" if ci is None else f"[{num(ci[0])}, {num(ci[1])}]",
+            "; ".join(f"{v['seed']}: {num(v['value'])}" for v in stat["values"])]
+
+
+def test_suite_report_html(client: TestClient, key: str, other_key: str, tmp_path: Path) -> None:
+    body = {"preset": "table1_tanh_shapeset3x2", "budget": "quick", "overrides": SUITE_TINY, "seeds": 2}
+    r = client.post("/v1/suites", json=body, headers=auth(key))
+    assert r.status_code == 201, r.text
+    suite_id = r.json()["id"]
+    wait_for(lambda: client.get(f"/v1/suites/{suite_id}", headers=auth(key)).json(), lambda s: s["complete"], 180)
+    report = client.get(f"/v1/suites/{suite_id}/report", headers=auth(key)).json()
+    r = client.get(f"/v1/suites/{suite_id}/report.html", params={"figures": "png"}, headers=auth(key))
+    assert r.status_code == 200 and r.headers["content-type"] == "text/html; charset=utf-8", r.text
+    assert r.headers["content-security-policy"].startswith(report_html.CONTENT_SECURITY_POLICY)
+    page = parse(r.text)
+    (config,) = report["configs"]
+    assert config["n_succeeded"] == 2 and config["paper"] is not None
+
+    (overview,) = page.tables_of("suite-overview")
+    te = next(s for s in config["statistics"] if s["statistic"] == "test_error")
+    row = page.body_rows(overview)[0]
+    assert row[0] == config["label"] and row[1] == "2 / 2"
+    assert row[2:5] == _suite_stat_cells(te)[4:7]  # mean, std, interval: the report's, as percentages
+    assert row[5] == f"{view.number_text(config['paper']['test_error_percent'])}%"
+    assert row[6] == ("yes" if config["paper"]["paper_within_ci95"] else "no")
+
+    (stats,) = page.tables_of("suite-statistics")
+    assert page.body_rows(stats) == [_suite_stat_cells(s) for s in config["statistics"]]
+    (runs,) = page.tables_of("runs")
+    assert [r[:3] for r in page.body_rows(runs)] == [[str(x["seed"]), x["job_id"], x["state"]] for x in config["runs"]]
+
+    (img,) = page.images()
+    media, data = decode_data_uri(img["src"] or "")
+    assert img["data-figure"] == "test_error" and media == "image/png"
+    assert data == client.get(f"/v1/suites/{suite_id}/figures/test_error.png", headers=auth(key)).content
+    assert client.get(f"/v1/suites/{suite_id}/report.html", headers=auth(other_key)).status_code == 404
+
+    out = tmp_path / "suite.html"
+    out.write_text(r.text, encoding="utf-8")
+    seen = load_page(out)
+    assert seen.scripts == 0 and [(i["figure"], i["complete"]) for i in seen.images] == [("test_error", True)]
+    assert (seen.images[0]["width"], seen.images[0]["height"]) == Image.open(io.BytesIO(data)).size
+    colours, ink = ink_fraction(seen.screenshot)
+    assert colours > 2 and ink > 0.01, (colours, ink)
+    assert seen.print_too_wide == []
+
+
+def test_suite_report_html_before_any_run_ended(idle_client: TestClient, key: str) -> None:
+    body = {"specs": [SUITE_TINY], "seeds": 2}
+    r = idle_client.post("/v1/suites", json=body, headers=auth(key))
+    assert r.status_code == 201, r.text
+    page = idle_client.get(f"/v1/suites/{r.json()['id']}/report.html", headers=auth(key))
+    assert page.status_code == 200  # as the JSON suite report: answered in every state
+    text = parse(page.text).text
+    assert "Not complete" in text and "No figures yet" in text and "No SUCCEEDED run yet" in text
+    assert idle_client.get("/v1/suites/0123abcd/report.html", headers=auth(key)).status_code == 404
