@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from glorot_core.instruments.activation_stats import percentiles
+from glorot_core.instruments.activation_stats import activation_stats, percentiles
 from glorot_core.instruments.histogram import LinearBins, OctaveBins, fixed_histogram
 from glorot_core.instruments.host import to_host
 from glorot_core.instruments.summary import tensor_summary
@@ -78,3 +78,22 @@ def test_one_pass_gradient_moments_agree_with_float64() -> None:
     assert float(s["mean"]) == pytest.approx(float(g.double().mean()), rel=1e-6)
     assert float(s["std"]) == pytest.approx(float(g.double().std()), rel=1e-4)
     assert int(s["nonfinite"]) == 3
+
+
+@pytest.mark.parametrize("case", ["spread", "one_bin", "ties", "saturated"])
+def test_binned_percentiles_equal_the_sorted_nearest_rank(case: str) -> None:
+    """The CPU path reads p2 and p98 through the histogram's bins; it must give exactly the values of
+    rank ⌈p·n⌉ of the sorted data, whether the two ranks fall in different bins, the same bin, on
+    ties or on the closed last edge (+1.0)."""
+    g = torch.Generator().manual_seed(7)
+    n = 30_011
+    v = {"spread": torch.tanh(torch.randn(n, generator=g)),
+         "one_bin": 0.3 + 1e-4 * torch.rand(n, generator=g),
+         "ties": torch.randint(-3, 4, (n,), generator=g).float() / 4,
+         "saturated": torch.where(torch.rand(n, generator=g) < 0.5, torch.ones(n),
+                                  torch.tanh(torch.randn(n, generator=g)))}[case]
+    bins = LinearBins(-1.0, 1.0, 200)
+    out = activation_stats(v.view(1, -1), bins)
+    ordered = torch.sort(v).values
+    for p, key in ((0.02, "p2"), (0.98, "p98")):
+        assert float(out[key]) == float(ordered[math.ceil(p * n) - 1])

@@ -61,13 +61,19 @@ def binned_percentiles(v: Tensor, idx: Tensor, counts: Tensor, ps: tuple[float, 
     """
     n = v.numel()
     cum = torch.cumsum(counts, 0).tolist()  # a CPU read, no device synchronisation involved
-    out = []
+    wanted = []
     for r in _ranks(n, ps):
         slot = next(j for j, c in enumerate(cum) if c >= r)
-        below = cum[slot - 1] if slot else 0
-        members = v[idx == slot]
-        out.append(torch.kthvalue(members, r - below).values)
-    return out
+        wanted.append((slot, r - (cum[slot - 1] if slot else 0)))
+    slots = sorted({slot for slot, _ in wanted})
+    # every entry of a lower slot is below every entry of a higher one, so the selected slots' entries,
+    # gathered in one pass, hold rank k of slot j at k + (entries of the selected slots below j)
+    mask = idx == slots[0]
+    for slot in slots[1:]:
+        mask |= idx == slot
+    members = v[mask]
+    offset = {slot: sum(cum[s] - (cum[s - 1] if s else 0) for s in slots if s < slot) for slot in slots}
+    return [torch.kthvalue(members, k + offset[slot]).values for slot, k in wanted]
 
 
 def activation_stats(z: Tensor, bins: Bins) -> dict[str, Any]:
