@@ -1,0 +1,130 @@
+"""The quick reproduction set on this CPU: every preset at its ``quick`` budget, run one after another
+in one process through ``run_experiment``, with its wall time and whether its fact showed.
+
+For each preset (``glorot_core.presets.PRESETS``, figures first, then Table 1) prints the updates
+run, the snapshots taken, the wall seconds (set-up, training, snapshots and the report; the same
+process runs every preset, so imports are paid once, before the first) and, where the preset's
+``quick_shows`` says its fact shows within the quick budget ("yes" or "partly"), the check of that
+fact below (the same bounds as the test suite's: ``tests/test_presets.py``, ``tests/test_fig2.py``,
+``tests/test_paper_init.py``): ``shown``, ``NOT shown`` (with the numbers), or ``—`` when the preset
+claims nothing at that budget. Presets whose data set needs local files (MNIST, CIFAR-10) are
+skipped with the reason when ``GLOROT_DATA_DIR`` does not hold them. Ends with the total, and the
+load average before and after (the machine must be quiet: other processes only add time).
+
+``--only`` keeps the presets whose name contains one of its comma-separated words (``--only
+fig2,fig3`` or ``--only shapeset3x2``); ``--scale`` multiplies every budget's updates and snapshot
+interval (``--scale 0.01`` for a smoke run: the checks then usually fail, which is expected, since
+the facts need the whole budget).
+
+Run: ``.venv/bin/python benchmarks/bench_quick_presets.py [--only fig2,fig3] [--scale 1]``.
+The whole set at ``--scale 1`` is hours of CPU (``GET /v1/presets`` lists each budget's updates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from glorot_core.errors import DataUnavailable
+from glorot_core.presets import PRESETS, spec_for
+from glorot_core.runner import run_experiment
+from glorot_core.spec import validate_spec
+
+Report = dict[str, Any]
+Check = Callable[[Report], tuple[bool, str]]
+
+
+def _layers(report: Report, section: str, key: str, step: int | None = None) -> list[float]:
+    """``section.key`` of every hidden layer at the last snapshot at or before ``step`` (None: the last)."""
+    snaps = [s for s in report["snapshots"] if step is None or s["step"] <= step] or report["snapshots"][:1]
+    return [float(lay[section][key]) for lay in snaps[-1]["layers"] if lay.get(section)]
+
+
+def _ratios(values: list[float]) -> list[float]:
+    return [b / a for a, b in itertools.pairwise(values)]
+
+
+def fig2(report: Report) -> tuple[bool, str]:
+    """tests/test_presets.py: after 1,000 updates the top sigmoid layer's mean < 0.1, layer 3's > 0.6."""
+    means = _layers(report, "activation", "mean", 1000)
+    return means[3] < 0.1 and means[2] > 0.6, f"means at ≤1,000 updates {[round(m, 3) for m in means]}"
+
+
+def fig3_tanh(report: Report) -> tuple[bool, str]:
+    """docs/science.md, Fig 3: layer 1's 98th percentile reaches 0.95 first, and before the last snapshot
+    layer 2's rises above its value at initialisation while the top layer's stays far from 1."""
+    first, last = _layers(report, "activation", "p98", 0), _layers(report, "activation", "p98")
+    ok = last[0] >= 0.95 and last[1] > first[1] and last[-1] < 0.95
+    return ok, f"p98 at init {[round(p, 2) for p in first]} → at the end {[round(p, 2) for p in last]}"
+
+
+def at_init(standard: bool) -> Check:
+    """tests/test_paper_init.py: activation std per layer going up ×0.5–0.65 (standard) or ×0.78–1.1
+    (normalized); Jacobian mean singular value ≈0.5 (0.4–0.6) or ≈0.8 (0.65–0.9)."""
+    lo, hi = (0.5, 0.65) if standard else (0.78, 1.1)
+    sv_lo, sv_hi = (0.4, 0.6) if standard else (0.65, 0.9)
+
+    def check(report: Report) -> tuple[bool, str]:
+        ratios = _ratios(_layers(report, "activation", "std", 0))
+        svs = _layers(report, "jacobian", "mean_sv", 0)
+        ok = all(lo <= r <= hi for r in ratios) and bool(svs) and all(sv_lo <= s <= sv_hi for s in svs)
+        return ok, f"std ratios {[round(r, 3) for r in ratios]}, mean sv {[round(s, 3) for s in svs]}"
+    return check
+
+
+CHECKS: dict[str, Check] = {
+    "fig2_sigmoid": fig2,
+    "fig3_tanh": fig3_tanh,
+    "fig6_8_standard": at_init(True),
+    "fig6_8_normalized": at_init(False),
+}
+"""The presets whose quick budget shows a checkable fact (their ``quick_shows`` starts with yes/partly)."""
+
+
+def scaled(name: str, scale: float) -> dict[str, Any]:
+    """The preset's quick spec with its updates and snapshot interval multiplied by ``scale``."""
+    b = PRESETS[name].budgets["quick"]
+    if scale == 1 or b.steps == 0:
+        return spec_for(name, "quick", {"device": "cpu"})
+    return spec_for(name, "quick", {"train": {"steps": max(1, round(b.steps * scale))},
+                                    "diagnostics": {"every": max(1, round(b.every * scale))}, "device": "cpu"})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", default="", help="comma-separated words; keep presets whose name contains one")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply the quick budgets' updates and interval")
+    args = ap.parse_args()
+    words = [w.strip() for w in args.only.split(",") if w.strip()]
+    names = [n for n in PRESETS if not words or any(w in n for w in words)]
+    print(f"load average before: {os.getloadavg()}; {len(names)} presets, scale {args.scale:g}")
+    print(f"{'preset':<30} {'updates':>8} {'snaps':>6} {'wall s':>8}  fact at quick budget")
+    total = 0.0
+    for name in names:
+        spec = validate_spec(scaled(name, args.scale))
+        t = time.perf_counter()
+        try:
+            report = run_experiment(spec)
+        except DataUnavailable as e:
+            print(f"{name:<30} {'—':>8} {'—':>6} {'—':>8}  skipped: {e}")
+            continue
+        wall = time.perf_counter() - t
+        total += wall
+        claim = PRESETS[name].quick_shows.split(":")[0]
+        if name in CHECKS:
+            ok, detail = CHECKS[name](report)
+            fact = f"{'shown' if ok else 'NOT shown'} (claims {claim}): {detail}"
+        else:
+            fact = f"— (claims {claim})"
+        print(f"{name:<30} {report['end']['steps_done']:>8} {len(report['snapshots']):>6} {wall:8.1f}  {fact}",
+              flush=True)
+    print(f"total: {total:.1f} s ({total / 60:.1f} min)")
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
