@@ -53,7 +53,7 @@ def register(sub: Any) -> None:
     q.set_defaults(func=_cmd_keys_revoke)
 
     _register_uploads(sub)
-    suites_cli.register(sub)
+    suites_cli.register(sub, connect=lambda args: _client(args), run=_run_client)
 
     p = sub.add_parser("compare", help="compare jobs layer by layer at one snapshot (differences from the first)")
     p.add_argument("--url", default=None, help="service URL (default $GLOROT_URL or http://127.0.0.1:8000)")

@@ -6,8 +6,8 @@
     glorot suites report ID [-o FILE] [--summary]               the suite report (JSON, or a table per configuration)
     glorot suites cancel ID                                     cancel every child that has not ended
 
-Registered by ``api.cli.register``; the same $GLOROT_URL / $GLOROT_API_KEY (or --url / --api-key) as the
-other client commands.
+Registered by ``api.cli.register``, which hands in its client and error handling; the same
+$GLOROT_URL / $GLOROT_API_KEY (or --url / --api-key) as the other client commands.
 """
 
 from __future__ import annotations
@@ -15,12 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
-def register(sub: Any) -> None:
-    """Add ``glorot suites …`` to ``glorot``'s subparsers."""
+def register(sub: Any, *, connect: Callable[[argparse.Namespace], Any],
+             run: Callable[[Callable[[], int]], int]) -> None:
+    """Add ``glorot suites …`` to ``glorot``'s subparsers. ``connect(args)`` makes the API client and
+    ``run(fn)`` runs a client call, turning API and connection errors into messages and exit codes
+    (``api.cli``'s, handed in so that this module does not import it back)."""
     p = sub.add_parser("suites", help="multi-seed suites: submit, status, report, cancel")
     ssub = p.add_subparsers(dest="suites_command", required=True)
     q = ssub.add_parser("submit", help="submit a suite (a body file, or --preset with --seeds)")
@@ -42,18 +46,17 @@ def register(sub: Any) -> None:
             q.add_argument("--summary", action="store_true", help="a table of test error per configuration")
         q.set_defaults(func=func)
     for q in ssub.choices.values():
+        q.set_defaults(connect=connect, run=run)
         q.add_argument("--url", default=None, help="service URL (default $GLOROT_URL or http://127.0.0.1:8000)")
         q.add_argument("--api-key", default=None, help="API key (default $GLOROT_API_KEY)")
 
 
 def _run(args: argparse.Namespace, fn: Any) -> int:
-    from api.cli import _client, _run_client
-
     def go() -> int:
-        with _client(args) as c:
+        with args.connect(args) as c:
             return int(fn(c) or 0)
 
-    return _run_client(go)
+    return int(args.run(go))
 
 
 def _body(args: argparse.Namespace) -> dict[str, Any] | None:
