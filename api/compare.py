@@ -26,6 +26,7 @@ from api.query_params import reject_repeated_scalars
 from glorot_core.compare import MAX_RUNS, Run, compare, parse_snapshot, snapshot_index
 from glorot_core.figures import FORMATS, MEDIA_TYPES
 from glorot_core.figures.overlay import OVERLAYS, render
+from jobs import reports
 from jobs.models import JobState
 
 compare_router = APIRouter(prefix="/v1", dependencies=[Depends(reject_repeated_scalars)])
@@ -67,13 +68,20 @@ def parse_jobs(text: str) -> list[str]:
     return ids
 
 
-def _load_run(ctx: AppContext, tenant_id: int, job_id: str, choice: str | int) -> Run:
+def _layout(ctx: AppContext, tenant_id: int, job_id: str) -> reports.Layout:
+    """The job's stored report layout: 404 for another tenant's or an unknown job, 409 naming it while it
+    has not SUCCEEDED."""
     with ctx.factory() as session:
-        job = services.get_job(session, tenant_id, job_id)  # 404 other tenant's / unknown
+        job = services.get_job(session, tenant_id, job_id)
         if job.state != JobState.SUCCEEDED:
             raise Problem(409, "report-not-ready", f"job {job_id} is {job.state}; it can be compared once it "
                           "SUCCEEDED", job_id=job_id, state=job.state)
-        layout = services.report_layout(session, tenant_id, job_id)
+        return services.report_layout(session, tenant_id, job_id)
+
+
+def _read_run(ctx: AppContext, job_id: str, layout: reports.Layout, choice: str | int) -> Run:
+    """``spec``, ``layers`` and the chosen snapshot of the job's report (422 naming ``snapshot`` when the
+    report has no such snapshot)."""
     try:
         index = snapshot_index(choice, layout.snapshots or 0)
     except IndexError as e:
@@ -85,11 +93,18 @@ def _load_run(ctx: AppContext, tenant_id: int, job_id: str, choice: str | int) -
                snapshot=part["snapshots"][0], snapshot_index=index)
 
 
-def load_runs(ctx: AppContext, tenant_id: int, jobs: str, snapshot: str) -> tuple[list[Run], str | int]:
-    """The runs of a comparison, in the order asked, each at the chosen snapshot (problems as documented)."""
+def _checked(ctx: AppContext, tenant_id: int, jobs: str, snapshot: str) -> tuple[list[tuple[str, reports.Layout]],
+                                                                                str | int]:
+    """Each asked job with its report's layout, after every check of the parameters, tenant and state."""
     ids = parse_jobs(jobs)
     choice = parse_snapshot(snapshot)
-    return [_load_run(ctx, tenant_id, job_id, choice) for job_id in ids], choice
+    return [(job_id, _layout(ctx, tenant_id, job_id)) for job_id in ids], choice
+
+
+def load_runs(ctx: AppContext, tenant_id: int, jobs: str, snapshot: str) -> tuple[list[Run], str | int]:
+    """The runs of a comparison, in the order asked, each at the chosen snapshot (problems as documented)."""
+    layouts, choice = _checked(ctx, tenant_id, jobs, snapshot)
+    return [_read_run(ctx, job_id, layout, choice) for job_id, layout in layouts], choice
 
 
 def _comparison(ctx: AppContext, tenant_id: int, jobs: str, snapshot: str) -> dict[str, Any]:
@@ -107,12 +122,12 @@ def _figure_links(jobs: str, snapshot: str) -> list[dict[str, str]]:
 def _draw(ctx: AppContext, tenant_id: int, jobs: str, snapshot: str, name: str, fmt: str) -> bytes:
     if name not in OVERLAYS:
         raise Problem(404, "not-found", f"no comparison figure {name!r}; there are: {', '.join(OVERLAYS)}")
-    runs, _ = load_runs(ctx, tenant_id, jobs, snapshot)  # checks tenant and state every time, cached or not
+    layouts, choice = _checked(ctx, tenant_id, jobs, snapshot)  # every time, cached or not
     key = (f"{jobs}|{snapshot}", name, fmt)
     cached = CACHE.get(key)
     if cached is not None:
         return cached
-    data = render(name, runs, fmt)
+    data = render(name, [_read_run(ctx, job_id, layout, choice) for job_id, layout in layouts], fmt)
     CACHE.put(key, data)
     return data
 
