@@ -82,6 +82,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     model = spec_schema["properties"]["model"]
     model["oneOf"] = [m for m in model["oneOf"] if m.get("$ref") != "#/components/schemas/FileModelSpec"]
     components.pop("FileModelSpec", None)
+    # PostgreSQL's JSONB cannot store NUL, so the service refuses it in every string (string_nul).
+    spec_schema["properties"]["name"]["pattern"] = "^[^\\x00]*$"
     components["ExperimentSpec"] = spec_schema
     components["Problem"] = {
         "type": "object", "description": "RFC 9457 problem details",
