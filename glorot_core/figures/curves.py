@@ -81,7 +81,8 @@ def percentiles_std(report: Report) -> Figure:
                 gid=f"std-layer{i + 1}")
     ax.set_xlabel(UPDATES_LABEL)
     ax.set_ylabel("activation value: 98th percentile, std")
-    ax.legend(fontsize=7, ncol=2, loc="best")
+    # ten entries for five layers: beside the axes, where no "best" corner hides a layer's markers
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return fig
 
 

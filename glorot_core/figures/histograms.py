@@ -106,11 +106,24 @@ def scale_x(ax: Axes, section: str, largest: float) -> str:
     largest |x| with values, for the symmetric-log axis (log over 12 octaves below it, linear under)."""
     scale = SCALES.get(section, "linear")
     if scale == "symlog" and largest > 0:
-        ax.set_xscale("symlog", linthresh=largest * 2.0**-12)
+        linthresh = largest * 2.0**-12
+        ax.set_xscale("symlog", linthresh=linthresh)
         ax.set_xlim(-2 * largest, 2 * largest)
+        ax.set_xticks(_symlog_ticks(linthresh, 2 * largest))
     elif scale == "log":
         ax.set_xscale("log")
     return scale
+
+
+def _symlog_ticks(linthresh: float, top: float) -> list[float]:
+    """0 and ±10^k for the decades at least one decade above the linear range (nearer ones would print
+    their labels over 0's), every other decade when there are more than three per side."""
+    first, last = math.ceil(math.log10(linthresh)) + 1, math.floor(math.log10(top))
+    decades = list(range(first, last + 1))
+    if len(decades) > 3:
+        decades = decades[::-1][::2][::-1]
+    pos = [10.0**k for k in decades]
+    return [-x for x in reversed(pos)] + [0.0] + pos
 
 
 def end_to_end(report: Report) -> Figure:
