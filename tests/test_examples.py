@@ -6,9 +6,11 @@ spec that stopped validating after a schema change would break the README's firs
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,5 +65,51 @@ def test_every_example_path_in_the_docs_exists() -> None:
     for doc in docs:
         for name in re.findall(r"examples/([\w.-]+\.json)", doc.read_text()):
             assert (EXAMPLES / name).is_file(), f"{doc.name} names examples/{name}, which does not exist"
-    listed = set(re.findall(r"`([\w.-]+\.json)`", (EXAMPLES / "README.md").read_text()))
-    assert listed == {p.name for p in SPECS}, "examples/README.md lists every example"
+    rows = re.findall(r"^\| `([\w.-]+\.json)` \|", (EXAMPLES / "README.md").read_text(), flags=re.M)
+    assert set(rows) == {p.name for p in SPECS}, "examples/README.md's table has a row for every example"
+
+
+def _save_model_module() -> Any:
+    spec = importlib.util.spec_from_file_location("save_model", EXAMPLES / "save_model.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_save_model_writes_one_network_in_both_upload_forms(tmp_path: Path) -> None:
+    """examples/save_model.py's two forms are accepted by the upload check and are the same network: the
+    same probe points (the two tanh, named by their module index), input and parameter count, and the
+    exported graph runs on another batch size than its example's (it was exported with a dynamic batch)."""
+    import torch
+
+    from glorot_core.uploads.inspect import inspect_model_file, load_model
+
+    module = _save_model_module()
+    paths = module.save(tmp_path / "my-model")
+    assert {p.name for p in paths.values()} == set(module.FILES.values())
+    exported = inspect_model_file(paths["exported"], {"format": "exported"})
+    weights_meta = {"format": "safetensors", "architecture": json.loads(paths["architecture"].read_text()),
+                    "input": {"shape": module.INPUT_SHAPE}}
+    weights = inspect_model_file(paths["safetensors"], weights_meta)
+    assert exported.to_dict() == weights.to_dict()
+    assert [(p.name, p.activation) for p in exported.probe_points] == [("1", "tanh"), ("5", "tanh")]
+    assert list(exported.input_shape) == module.INPUT_SHAPE == [1, 32, 32]  # a Shapeset-3x2 image
+    loaded = load_model(paths["exported"], {"format": "exported"})
+    assert loaded.batch is None
+    x = torch.randn(3, *module.INPUT_SHAPE)
+    same = load_model(paths["safetensors"], weights_meta).module
+    assert torch.allclose(loaded.module(x), same(x))  # eval mode, same weights: the same logits
+    assert loaded.module(x).shape == (3, 9)  # one logit per Shapeset class
+
+
+def test_tiny_cnn_specs_name_what_save_model_writes() -> None:
+    """The offline spec reads the .pt2 at the path save_model.py writes by default; the service spec names
+    an uploaded model through a placeholder id, on a data set with labels so it can be fine-tuned."""
+    module = _save_model_module()
+    offline = validate_spec(json.loads((EXAMPLES / "tiny-cnn-file.json").read_text()))
+    assert offline.model.source == "file" and offline.model.format == "exported"
+    assert offline.model.path == f"my-model/{module.FILES['exported']}"
+    uploaded = validate_spec(json.loads((EXAMPLES / "tiny-cnn-uploaded.json").read_text()))
+    assert uploaded.model.source == "uploaded" and uploaded.model.model_id == "MODEL_ID"
+    assert uploaded.data.dataset == "shapeset3x2" and uploaded.train.steps > 0
