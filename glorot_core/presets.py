@@ -196,8 +196,8 @@ def _figure_presets() -> list[Preset]:
                  "softsign, standard init: all layers' 98th percentiles rise together to ≈0.8–0.9 within ≈10 "
                  "epochs; none saturates",
                  _spec(act, input_range=(0.0, 1.0)), _curves(30_000, 1_000, "1.5 epochs"),
-                 quick_shows="partly: layer 1's 98th percentile rises towards 1 (0.62 → ≈0.9) while the layers "
-                 "above stay; layers 2, 3, 4 follow only over the paper budget (docs/science.md, Fig 3)"
+                 quick_shows="partly: layer 1's 98th percentile rises towards 1 (0.63 → 0.94) while the layers "
+                 "above stay at 0.2–0.3; layers 2, 3, 4 follow only over the paper budget (docs/science.md, Fig 3)"
                  if act == "tanh" else "partly: the layers' joint rise begins within the quick budget",
                  choices="Shapeset pixels in [0, 1], not centred (with the centred default [−1, 1] no layer "
                  "saturates: docs/science.md, Fig 3); learning rate 0.01 (the paper tuned it per model and "
