@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from api import suites_cli
+from api.cli_output import write_output
 
 
 def register(sub: Any) -> None:
@@ -260,11 +261,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             return 0
         with _client(args) as c:
             text = json.dumps(c.report(args.job_id), indent=1)
-        if args.output == "-":
-            print(text)
-        else:
-            Path(args.output).write_text(text)
-            print(f"wrote {args.output}", file=sys.stderr)
+        write_output(text, args.output)
         return 0
 
     return _run_client(go)

@@ -16,8 +16,9 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
+
+from api.cli_output import write_output
 
 
 def register(sub: Any, *, connect: Callable[[argparse.Namespace], Any],
@@ -145,12 +146,7 @@ def summary(report: dict[str, Any]) -> str:
 def _cmd_report(args: argparse.Namespace) -> int:
     def go(c: Any) -> int:
         report = c.suite_report(args.suite_id)
-        text = summary(report) if args.summary else json.dumps(report, indent=1)
-        if args.output == "-":
-            print(text)
-        else:
-            Path(args.output).write_text(text)
-            print(f"wrote {args.output}", file=sys.stderr)
+        write_output(summary(report) if args.summary else json.dumps(report, indent=1), args.output)
         return 0
 
     return _run(args, go)
