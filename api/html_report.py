@@ -37,6 +37,22 @@ HEADERS = {
 
 _PROBLEM = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 FigureFormat = Literal["svg", "png"]
+FiguresQuery = Annotated[FigureFormat, Query(description="how the figures are embedded: svg (vector, prints sharp) "
+                                                         "or png")]
+
+
+def _responses(subject: str, *, unfinished: bool) -> dict[int | str, dict[str, Any]]:
+    """The page routes' documented answers; ``unfinished``: a 409 while the subject has not SUCCEEDED."""
+    out: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"text/html": {}}},
+        401: {"description": "missing or unknown API key", **_PROBLEM},
+        404: {"description": f"no such {subject} for this tenant", **_PROBLEM},
+        422: {"description": "invalid query parameters, with field paths", **_PROBLEM},
+        429: {"description": "over the tenant's request rate (Retry-After)", **_PROBLEM},
+    }
+    if unfinished:
+        out[409] = {"description": "not SUCCEEDED (yet)", **_PROBLEM}
+    return out
 
 
 def job_meta(job: Any) -> dict[str, Any]:
@@ -61,17 +77,11 @@ def _page(ctx: AppContext, tenant_id: int, job_id: str, fmt: str) -> str:
     "verdicts with their numbers, the linear theory beside the measurements, the spec. Readable without "
     "JavaScript (the page has none), printable, and the same page offline (`glorot report ID --html FILE`). "
     "409 problem while the job is not SUCCEEDED.",
-    responses={200: {"content": {"text/html": {}}},
-               401: {"description": "missing or unknown API key", **_PROBLEM},
-               404: {"description": "no such job for this tenant", **_PROBLEM},
-               409: {"description": "not SUCCEEDED (yet)", **_PROBLEM},
-               422: {"description": "invalid query parameters, with field paths", **_PROBLEM},
-               429: {"description": "over the tenant's request rate (Retry-After)", **_PROBLEM}},
+    responses=_responses("job", unfinished=True),
 )
 async def read_report_html(
     job_id: str, ctx: CtxDep, principal: PrincipalDep,
-    figures: Annotated[FigureFormat, Query(description="how the figures are embedded: svg (vector, prints "
-                                                       "sharp) or png")] = "svg",
+    figures: FiguresQuery = "svg",
 ) -> HTMLResponse:
     page = await run_in_threadpool(_page, ctx, principal.tenant_id, job_id, figures)
     return HTMLResponse(page, headers=HEADERS)
@@ -84,16 +94,11 @@ async def read_report_html(
     "Table 1 value, the runs, every statistic's per-seed values and summary, and the suite's figures "
     "(embedded, `figures=svg` or `png`). Answered in every state, as the suite's JSON report: while runs are "
     "going on the page says it is not complete and covers the runs that SUCCEEDED so far.",
-    responses={200: {"content": {"text/html": {}}},
-               401: {"description": "missing or unknown API key", **_PROBLEM},
-               404: {"description": "no such suite for this tenant", **_PROBLEM},
-               422: {"description": "invalid query parameters, with field paths", **_PROBLEM},
-               429: {"description": "over the tenant's request rate (Retry-After)", **_PROBLEM}},
+    responses=_responses("suite", unfinished=False),
 )
 async def read_suite_report_html(
     suite_id: str, ctx: CtxDep, principal: PrincipalDep,
-    figures: Annotated[FigureFormat, Query(description="how the figures are embedded: svg (vector, prints "
-                                                       "sharp) or png")] = "svg",
+    figures: FiguresQuery = "svg",
 ) -> HTMLResponse:
     # The suite routes' own functions: the same tenant checks, report and (cached) figures as the JSON ones.
     report = await read_suite_report(suite_id, ctx, principal)

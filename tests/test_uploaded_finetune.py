@@ -10,6 +10,7 @@ naming ``train.steps``.
 from __future__ import annotations
 
 import itertools
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ from glorot_core.errors import SpecNotRunnable
 from glorot_core.models import build_mlp
 from glorot_core.runner import run_experiment
 from glorot_core.spec import ExperimentSpec, validate_spec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from upload_fixtures import save_builtin_mlp
 
 CNN_ARCH: dict[str, Any] = {"kind": "cnn", "layers": [
     {"type": "conv2d", "in_channels": 1, "out_channels": 4, "kernel_size": 3},
@@ -97,10 +101,7 @@ def test_uploaded_mlp_fine_tuned_on_a_data_set_follows_the_built_in_run(tmp_path
               "diagnostics": {"every": 10, "monitor_examples": 60, **QUIET}, "device": "cpu"}
     builtin = validate_spec({"model": {k: v for k, v in arch.items() if k != "kind"}, **common})
     mlp, _ = build_mlp(builtin.model, seed=builtin.train.seed)
-    seq = nn.Sequential(nn.Linear(1024, 32), nn.Tanh(), nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 9))
-    for i, lin in zip((0, 2, 4), mlp.linears, strict=True):
-        seq[i].load_state_dict(lin.state_dict())
-    save_file(seq.state_dict(), str(tmp_path / "mlp.safetensors"))
+    save_builtin_mlp(mlp, tmp_path / "mlp.safetensors")
     uploaded = validate_spec({"model": {"source": "file", "path": str(tmp_path / "mlp.safetensors"),
                                         "format": "safetensors", "architecture": arch}, **common})
     a, b = run_experiment(builtin), run_experiment(uploaded)

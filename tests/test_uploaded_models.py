@@ -15,8 +15,6 @@ from typing import Any
 import pytest
 import torch
 from pydantic import ValidationError
-from safetensors.torch import save_file
-from torch import nn
 
 from glorot_core.errors import SpecNotRunnable
 from glorot_core.models import build_mlp
@@ -24,7 +22,7 @@ from glorot_core.runner import run_experiment
 from glorot_core.spec import ExperimentSpec, validate_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from upload_fixtures import CNN_ARCH, CNN_INPUT, TinyTransformer, small_cnn, write_cnn_files
+from upload_fixtures import CNN_ARCH, CNN_INPUT, TinyTransformer, save_builtin_mlp, small_cnn, write_cnn_files
 
 SECTIONS = ("activation", "saturation", "backprop_grad", "weight_grad", "theory", "effective_rank")
 
@@ -57,10 +55,7 @@ def test_mlp_uploaded_as_safetensors_matches_the_spec_built_mlp(tmp_path: Path) 
     builtin = validate_spec({"model": {k: v for k, v in arch.items() if k != "kind"}, **common,
                              "diagnostics": {"monitor_examples": 60, "jacobian": {"mode": "off"}}})
     mlp, _ = build_mlp(builtin.model, seed=builtin.train.seed)
-    seq = nn.Sequential(nn.Linear(1024, 32), nn.Tanh(), nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 9))
-    for i, lin in zip((0, 2, 4), mlp.linears, strict=True):
-        seq[i].load_state_dict(lin.state_dict())
-    save_file(seq.state_dict(), str(tmp_path / "mlp.safetensors"))
+    save_builtin_mlp(mlp, tmp_path / "mlp.safetensors")
     uploaded = validate_spec({"model": {"source": "file", "path": str(tmp_path / "mlp.safetensors"),
                                         "format": "safetensors", "architecture": arch}, **common})
     r_builtin, r_uploaded = run_experiment(builtin), run_experiment(uploaded)  # both on Shapeset's monitor set

@@ -114,3 +114,16 @@ def zip_bomb(path: Path, inflated: int = 200 << 20) -> None:
             for _ in range(inflated >> 20):
                 f.write(block)
         z.writestr("m/archive_format", "pt2")
+
+
+def save_builtin_mlp(model: nn.Module, path: Path) -> Path:
+    """The built-in MLP ``model``'s weights as the user's own ``nn.Sequential`` of the same Linear/Tanh
+    modules would write them (keys ``0.weight``, ``2.weight``, …), saved as safetensors at ``path``."""
+    layers: list[nn.Module] = []
+    for lin in model.linears:
+        layers += [nn.Linear(lin.in_features, lin.out_features), nn.Tanh()]
+    seq = nn.Sequential(*layers[:-1])
+    for i, lin in zip(range(0, len(seq), 2), model.linears, strict=True):
+        seq[i].load_state_dict(lin.state_dict())
+    save_file(seq.state_dict(), str(path))
+    return path

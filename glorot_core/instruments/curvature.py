@@ -148,10 +148,10 @@ class Curvature(Instrument):
         spec = monitor.curvature
         if spec is None or spec.mode == "off" or "model" not in snap.network:
             return False
-        if spec.mode == "auto" and not snap.network.get("uploaded") and \
-                sum(p.numel() for p in snap.network["model"].parameters()) > AUTO_MAX_PARAMETERS:
-            return False
-        return snap.index == 0 or (snap.final and spec.mode == "init_and_last")
+        if not (snap.index == 0 or (snap.final and spec.mode == "init_and_last")):
+            return False  # before counting parameters: most snapshots end here
+        return not (spec.mode == "auto" and not snap.network.get("uploaded") and
+                    sum(p.numel() for p in snap.network["model"].parameters()) > AUTO_MAX_PARAMETERS)
 
     def measure(self, snap: SnapshotCapture, monitor: Monitor) -> Readings:
         spec = monitor.curvature
