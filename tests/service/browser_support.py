@@ -12,7 +12,9 @@ import base64
 import io
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -113,10 +115,13 @@ def _devtools_port(profile: Path, proc: subprocess.Popen[bytes]) -> int:
 def load_page(path: Path, *, width: int = 1280, height: int = 1800) -> Loaded:
     """Open ``path`` (a saved HTML page) in headless Chromium and report on it (see :class:`Loaded`)."""
     with tempfile.TemporaryDirectory(prefix="glorot-chromium-") as tmp:
-        profile = Path(tmp)
+        profile = Path(tmp) / "profile"
+        scratch = Path(tmp) / "tmp"  # its singleton socket goes under TMPDIR: keep it in what is removed
+        scratch.mkdir()
         proc = subprocess.Popen([chromium_path(), *FLAGS, f"--user-data-dir={profile}",
                                  f"--window-size={width},{height}", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, "TMPDIR": str(scratch)})
         try:
             port = _devtools_port(profile, proc)
             targets = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=CALL_TIMEOUT_S).json()
@@ -124,12 +129,35 @@ def load_page(path: Path, *, width: int = 1280, height: int = 1800) -> Loaded:
             with connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=CALL_TIMEOUT_S) as ws:
                 return _inspect(_Session(ws), path, width, height)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop Chromium and every helper it started (its own process group), and wait until none is left.
+
+    The launcher exits before its renderer and utility processes do; one still flushing the profile
+    while the temporary directory is removed made the removal fail ("Directory not empty").
+    """
+    group = proc.pid  # start_new_session: the launcher leads its own group
+    _signal_group(group, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        _signal_group(group, signal.SIGKILL)
+        proc.wait(10)
+    deadline = time.monotonic() + 30
+    while _signal_group(group, 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _signal_group(group, signal.SIGKILL)
+
+
+def _signal_group(group: int, sig: int) -> bool:
+    """Send ``sig`` to the process group; False when the group has no process left."""
+    try:
+        os.killpg(group, sig)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _inspect(s: _Session, path: Path, width: int, height: int) -> Loaded:
