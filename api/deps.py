@@ -25,6 +25,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -78,6 +79,11 @@ class AppContext:
     def engine(self) -> Engine:
         return self.factory.kw["bind"]  # type: ignore[no-any-return]
 
+    @property
+    def generation(self) -> int:
+        """The auth cache's generation now: a lookup passes the one it started in to :meth:`remember`."""
+        return self._generation
+
     def cached_principal(self, key_hash: str) -> Principal | None:
         hit = self._auth_cache.get(key_hash)
         if hit is not None and hit[1] > time.monotonic():
@@ -101,6 +107,16 @@ class AppContext:
         and no other request of this process is reading it)."""
         return (bool(self._auth_cache) and not self._epoch_reading
                 and now - self._epoch_read_at >= self.settings.auth_revocation_check_s)
+
+    @contextmanager
+    def reading_epoch(self) -> Iterator[None]:
+        """Mark the revocation epoch as being read while the block runs: :meth:`epoch_due` is false for
+        this process's other requests meanwhile, so one read at a time goes to the database."""
+        self._epoch_reading = True
+        try:
+            yield
+        finally:
+            self._epoch_reading = False
 
     def see_epoch(self, epoch: tuple[object, ...], read_at: float) -> None:
         """The epoch read at ``read_at``: a change (or the first read) drops every cached key."""
@@ -149,11 +165,8 @@ async def _check_revocations(ctx: AppContext) -> None:
     now = time.monotonic()
     if not ctx.epoch_due(now):
         return
-    ctx._epoch_reading = True
-    try:
+    with ctx.reading_epoch():
         epoch = await run_in_threadpool(_read_epoch, ctx)
-    finally:
-        ctx._epoch_reading = False
     ctx.see_epoch(epoch, now)
 
 
@@ -178,7 +191,7 @@ async def authenticate(request: Request) -> Principal:
     await _check_revocations(ctx)
     principal = ctx.cached_principal(key_hash)
     if principal is None:
-        generation = ctx._generation
+        generation = ctx.generation
         principal = await run_in_threadpool(_lookup_key, ctx, key_hash)
         if principal is None:
             raise _unauthorized("unknown or revoked API key")
