@@ -30,7 +30,7 @@ import torch
 from glorot_core.errors import Cancelled
 from glorot_core.losses import Loss
 from glorot_core.models import MLP
-from glorot_core.progress import CancelCheck, Progress, ProgressCallback
+from glorot_core.progress import CancelCheck, Phase, Progress, ProgressCallback
 from glorot_core.spec import TrainSpec
 
 CHECK_EVERY = 50
@@ -71,7 +71,7 @@ class _Throttle:
         self.progress, self.should_cancel = progress, should_cancel
         self.last = -math.inf
 
-    def tick(self, step: int, total: int, phase: str, message: str, force: bool = False) -> None:
+    def tick(self, step: int, total: int, phase: Phase, message: str, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self.last < CALLBACK_INTERVAL_S:
             return
@@ -79,7 +79,7 @@ class _Throttle:
         if self.should_cancel is not None and self.should_cancel():
             raise Cancelled(f"cancelled at step {step}")
         if self.progress is not None:
-            self.progress(Progress(step / total if total else 1.0, step, total, phase, message))  # type: ignore[arg-type]
+            self.progress(Progress(step / total if total else 1.0, step, total, phase, message))
 
 
 class _Checkpoint:
