@@ -64,8 +64,8 @@ def job_meta(job: Any) -> dict[str, Any]:
 
 def _page(ctx: AppContext, tenant_id: int, job_id: str, fmt: str) -> str:
     with ctx.factory() as session:
-        report = services.get_report(session, tenant_id, job_id)  # 404 other tenant's / unknown, 409 unfinished
-        meta = job_meta(services.get_job(session, tenant_id, job_id))
+        job, report = services.get_job_report(session, tenant_id, job_id)  # 404 another tenant's, 409 unfinished
+        meta = job_meta(job)
     return report_html.render_report(report, fmt=fmt, job=meta,
                                      draw=lambda name, f: drawn(job_id, report, name, f))
 

@@ -128,28 +128,41 @@ def cancel_job(session: Session, tenant_id: int, job_id: str) -> Job:
     return job
 
 
-def report_layout(session: Session, tenant_id: int, job_id: str) -> reports.Layout:
-    """The stored report's layout (jobs/reports.py): 404 for another tenant's or an unknown job, 409
-    while the job is not SUCCEEDED. Reads one small row: the report itself stays in the database."""
+def succeeded_job(session: Session, tenant_id: int, job_id: str) -> Job:
+    """The tenant's job ``job_id`` once it SUCCEEDED: 404 for another tenant's or an unknown job, 409
+    while it is not SUCCEEDED (a report exists only then)."""
     job = get_job(session, tenant_id, job_id)
     if job.state != JobState.SUCCEEDED:
         raise Problem(
             409, "report-not-ready", f"job {job_id} is {job.state}; a report exists only once it SUCCEEDED",
             state=job.state,
         )
+    return job
+
+
+def report_layout(session: Session, tenant_id: int, job_id: str) -> reports.Layout:
+    """The stored report's layout (jobs/reports.py), for a job :func:`succeeded_job` answers. Reads one
+    small row: the report itself stays in the database."""
+    succeeded_job(session, tenant_id, job_id)
     layout = reports.layout_of(session, job_id)
     if layout is None:  # SUCCEEDED and the report commit together; this is a broken database
         raise Problem(500, "report-missing", f"job {job_id} SUCCEEDED but its report is missing")
     return layout
 
 
-def get_report(session: Session, tenant_id: int, job_id: str) -> dict[str, Any]:
-    """The whole report as Python objects (figures need it; the report route streams instead)."""
-    report_layout(session, tenant_id, job_id)
+def get_job_report(session: Session, tenant_id: int, job_id: str) -> tuple[Job, dict[str, Any]]:
+    """The job (as :func:`succeeded_job` answers) and its whole report as Python objects, reading the
+    job's row once (figures and the HTML page need the report parsed; the report route streams it)."""
+    job = succeeded_job(session, tenant_id, job_id)
     body = reports.load(session, job_id)
-    if body is None:
+    if body is None:  # SUCCEEDED and the report commit together; this is a broken database
         raise Problem(500, "report-missing", f"job {job_id} SUCCEEDED but its report is missing")
-    return body
+    return job, body
+
+
+def get_report(session: Session, tenant_id: int, job_id: str) -> dict[str, Any]:
+    """The whole report of :func:`get_job_report`, without the job."""
+    return get_job_report(session, tenant_id, job_id)[1]
 
 
 # ---------------------------------------------------------------------------------------- pagination
