@@ -17,12 +17,11 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
-from api import services
+from api import services, suite_service
 from api.deps import AppContext, CtxDep, PrincipalDep
 from api.figures import drawn
-from api.problems import PROBLEM_JSON, Problem
+from api.problems import PROBLEM_JSON
 from api.query_params import reject_repeated_scalars
-from api.suites import list_suite_figures, read_suite_figure, read_suite_report
 from glorot_core import report_html
 
 html_router = APIRouter(prefix="/v1", dependencies=[Depends(reject_repeated_scalars)])
@@ -87,6 +86,18 @@ async def read_report_html(
     return HTMLResponse(page, headers=HEADERS)
 
 
+def _suite_page(ctx: AppContext, tenant_id: int, suite_id: str, fmt: str) -> str:
+    """The suite's page from the suite service, as the JSON routes answer: the same tenant check, report
+    and (cached) figures."""
+    report = suite_service.report(ctx, tenant_id, suite_id)
+    bands = suite_service.read_bands(ctx, tenant_id, suite_id)
+    embedded: list[report_html.EmbeddedFigure] = []
+    if bands.bands:  # none while no child has SUCCEEDED (the figure routes answer 409): a page without figures
+        embedded = [report_html.embed(f["name"], f["paper"], f["title"], suite_service.draw(bands, f["name"], fmt),
+                                      fmt) for f in suite_service.figure_entries(suite_id)]
+    return report_html.render_suite_report(report, figures=embedded)
+
+
 @html_router.get(
     "/suites/{suite_id}/report.html", response_class=HTMLResponse,
     summary="A suite's report as a self-contained HTML page",
@@ -100,17 +111,6 @@ async def read_suite_report_html(
     suite_id: str, ctx: CtxDep, principal: PrincipalDep,
     figures: FiguresQuery = "svg",
 ) -> HTMLResponse:
-    # The suite routes' own functions: the same tenant checks, report and (cached) figures as the JSON ones.
-    report = await read_suite_report(suite_id, ctx, principal)
-    try:
-        listing = (await list_suite_figures(suite_id, ctx, principal))["figures"]
-    except Problem as e:
-        if e.status != 409:  # 409: no run has SUCCEEDED yet, so nothing to draw
-            raise
-        listing = []
-    embedded = []
-    for f in listing:
-        drawn_figure = await read_suite_figure(suite_id, ctx, principal, name=f["name"], fmt=figures)
-        embedded.append(report_html.embed(f["name"], f["paper"], f["title"], bytes(drawn_figure.body), figures))
-    page = await run_in_threadpool(report_html.render_suite_report, report, figures=embedded)
+    page = await run_in_threadpool(_suite_page, ctx, principal.tenant_id, suite_id, figures)
     return HTMLResponse(page, headers=HEADERS)
+

@@ -10,7 +10,8 @@
 Every child is an ordinary job made by the submission path of ``POST /v1/experiments``: the same
 checks (``api.submission.checked_body``), ``services.submit_job`` (the lifecycle's submit) and the
 dispatcher, so the tenant's cap on active jobs, fair dispatch and the workers treat them like any
-other job and many workers run them at once. Persistence and aggregation are ``jobs.suites``.
+other job and many workers run them at once. Reading, cancelling and drawing a suite are
+``api.suite_service``'s (shared with the suite's HTML page); persistence and aggregation are ``jobs.suites``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ from fastapi import APIRouter, Header, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from api import services
+from api import services, suite_service
 from api.deps import AppContext, CtxDep, Principal, PrincipalDep
-from api.figures import CACHE
 from api.json_body import parse_json_body
 from api.presets import preset_of
 from api.problems import PROBLEM_JSON, Problem
@@ -37,11 +37,9 @@ from api.submission import (
     checked_body,
 )
 from glorot_core import figures
-from glorot_core.figures.curves import ErrorCurve, error_bands
 from glorot_core.presets import get_preset, merge
 from glorot_core.spec import MAX_SEED, ExperimentSpec
 from jobs import suites
-from jobs.models import Suite
 
 suites_router = APIRouter(prefix="/v1")
 
@@ -50,7 +48,6 @@ MAX_SEEDS = 20
 MAX_CONFIGS = 15
 """Most configurations per suite: Table 1 has 15 cells."""
 SUITE_KEYS = {"preset": frozenset({"preset", "budget", "overrides", "seeds"}), "specs": frozenset({"specs", "seeds"})}
-SUITE_FIGURES = {"test_error": ("Figs 11, 12", "Test error against examples seen, mean over seeds and their band")}
 
 _PROBLEM = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -226,19 +223,6 @@ def plan_suite(ctx: AppContext, tenant_id: int, body: Any) -> Plan:
 # ---------------------------------------------------------------------------------------- the routes
 
 
-def check_suite_id(suite_id: str) -> None:
-    if not services.JOB_ID_RE.match(suite_id):
-        raise Problem(404, "suite-not-found", f"no suite {suite_id[:80]!r}")
-
-
-def _suite(session: Any, tenant_id: int, suite_id: str) -> Suite:
-    check_suite_id(suite_id)
-    suite = suites.get(session, tenant_id, suite_id)
-    if suite is None:
-        raise Problem(404, "suite-not-found", f"no suite {suite_id!r}")
-    return suite
-
-
 def _check_cap(ctx: AppContext, principal: Principal, adding: int) -> None:
     cap = ctx.settings.tenant_max_active_jobs
     if cap <= 0:
@@ -312,27 +296,13 @@ async def submit_suite(
     return JSONResponse(out, status_code=201 if created else 200, headers=headers)
 
 
-def _status(ctx: AppContext, tenant_id: int, suite_id: str) -> dict[str, Any]:
-    with ctx.factory() as session:
-        suite = _suite(session, tenant_id, suite_id)
-        return suites.status(suite, suites.children(session, suite))
-
-
 @suites_router.get("/suites/{suite_id}", summary="A suite's state, progress and children", responses=_ERRORS,
                    description="`state` (QUEUED, RUNNING, then SUCCEEDED, FAILED or CANCELLED once every child "
                    "ended), `counts` per state, `progress` (mean over the children; an ended child counts as "
                    "done), each child's job id, configuration, seed and state, and the failed children with "
                    "their errors.")
 async def read_suite(suite_id: str, ctx: CtxDep, principal: PrincipalDep) -> dict[str, Any]:
-    return await run_in_threadpool(_status, ctx, principal.tenant_id, suite_id)
-
-
-def _report(ctx: AppContext, tenant_id: int, suite_id: str) -> dict[str, Any]:
-    with ctx.factory() as session:
-        suite = _suite(session, tenant_id, suite_id)
-        kids = suites.children(session, suite)
-        finals = suites.final_values(session, [c.job_id for c in kids if c.state == "SUCCEEDED"])
-        return suites.build_report(suite, kids, finals)
+    return await run_in_threadpool(suite_service.status, ctx, principal.tenant_id, suite_id)
 
 
 @suites_router.get("/suites/{suite_id}/report", summary="The suite report: statistics across seeds",
@@ -344,18 +314,7 @@ def _report(ctx: AppContext, tenant_id: int, suite_id: str) -> dict[str, Any]:
                    "error beside ours. Answered in every state: `complete` is false while children run (the "
                    "statistics then cover the seeds that have SUCCEEDED). Schema: docs/suites.md.")
 async def read_suite_report(suite_id: str, ctx: CtxDep, principal: PrincipalDep) -> dict[str, Any]:
-    return await run_in_threadpool(_report, ctx, principal.tenant_id, suite_id)
-
-
-def _cancel(ctx: AppContext, tenant_id: int, suite_id: str) -> tuple[dict[str, Any], list[str]]:
-    with ctx.factory() as session:
-        suite = _suite(session, tenant_id, suite_id)
-        kids = suites.children(session, suite)
-        if suites.complete(suite, kids):
-            raise Problem(409, "suite-terminal", f"every child of suite {suite_id} has already ended",
-                          state=suites.overall_state(suite, kids).value)
-        asked = suites.cancel(session, suite)
-        return suites.status(suite, suites.children(session, suite)), asked
+    return await run_in_threadpool(suite_service.report, ctx, principal.tenant_id, suite_id)
 
 
 @suites_router.post("/suites/{suite_id}/cancel", status_code=202, summary="Cancel a suite and its children",
@@ -364,7 +323,7 @@ def _cancel(ctx: AppContext, tenant_id: int, suite_id: str) -> tuple[dict[str, A
                     "already ended.",
                     responses={**_ERRORS, 409: {"description": "every child already ended", **_PROBLEM}})
 async def cancel_suite(suite_id: str, ctx: CtxDep, principal: PrincipalDep) -> JSONResponse:
-    out, asked = await run_in_threadpool(_cancel, ctx, principal.tenant_id, suite_id)
+    out, asked = await run_in_threadpool(suite_service.cancel, ctx, principal.tenant_id, suite_id)
     for job_id in asked:  # this process wrote: its next poll of each child must not come from the cache
         ctx.job_cache.invalidate(principal.tenant_id, job_id)
     return JSONResponse(out, status_code=202)
@@ -373,50 +332,12 @@ async def cancel_suite(suite_id: str, ctx: CtxDep, principal: PrincipalDep) -> J
 # ------------------------------------------------------------------------------------------- figures
 
 
-def _bands(ctx: AppContext, tenant_id: int, suite_id: str) -> tuple[list[suites.SeedBand], bool]:
-    with ctx.factory() as session:
-        suite = _suite(session, tenant_id, suite_id)
-        kids = suites.children(session, suite)
-        bands = suites.error_bands(session, suite, kids)
-        if not bands:
-            raise Problem(409, "report-not-ready", f"suite {suite_id} has no SUCCEEDED child with a test-error "
-                          "curve yet", state=suites.overall_state(suite, kids).value)
-        return bands, suites.complete(suite, kids)
-
-
-def _listing(ctx: AppContext, tenant_id: int, suite_id: str) -> dict[str, Any]:
-    _bands(ctx, tenant_id, suite_id)
-    return {"suite_id": suite_id, "figures": [
-        {"name": name, "paper": paper, "title": title,
-         **{fmt: f"/v1/suites/{suite_id}/figures/{name}.{fmt}" for fmt in figures.FORMATS}}
-        for name, (paper, title) in SUITE_FIGURES.items()]}
-
-
-def _draw(ctx: AppContext, tenant_id: int, suite_id: str, name: str, fmt: str) -> bytes:
-    if name not in SUITE_FIGURES:
-        raise Problem(404, "not-found", f"suites have no figure {name!r}; they have: {', '.join(SUITE_FIGURES)}")
-    bands, done = _bands(ctx, tenant_id, suite_id)
-    key = (f"suite:{suite_id}", name, fmt)  # cached only once complete: until then a child may still end
-    cached = CACHE.get(key) if done else None
-    if cached is not None:
-        return cached
-    curves = [ErrorCurve(b.label, b.examples_seen, b.mean, f"config{i}", b.low, b.high) for i, b in enumerate(bands)]
-    seeds = sorted({b.seeds for b in bands})
-    subtitle = (f"suite {suite_id[:8]}: {len(bands)} configuration{'s' if len(bands) != 1 else ''}, "
-                f"{'/'.join(map(str, seeds))} seed(s) each; line = mean over seeds, band = their min–max")
-    with figures.RENDER_LOCK:
-        data = figures.save(error_bands(curves, subtitle), fmt)
-    if done:
-        CACHE.put(key, data)
-    return data
-
-
 @suites_router.get("/suites/{suite_id}/figures", summary="The figures of a suite",
                    description="Name, the paper's figure, title and the PNG and SVG addresses of each figure of "
                    "the suite. 409 until a child has SUCCEEDED.",
                    responses={**_ERRORS, 409: {"description": "no SUCCEEDED child yet", **_PROBLEM}})
 async def list_suite_figures(suite_id: str, ctx: CtxDep, principal: PrincipalDep) -> dict[str, Any]:
-    return await run_in_threadpool(_listing, ctx, principal.tenant_id, suite_id)
+    return await run_in_threadpool(suite_service.figure_listing, ctx, principal.tenant_id, suite_id)
 
 
 @suites_router.get(
@@ -429,5 +350,5 @@ async def list_suite_figures(suite_id: str, ctx: CtxDep, principal: PrincipalDep
 async def read_suite_figure(suite_id: str, ctx: CtxDep, principal: PrincipalDep,
                             name: str = Path(pattern=r"^[a-z0-9_]{1,64}$"),
                             fmt: str = Path(pattern=r"^(png|svg)$")) -> Response:
-    data = await run_in_threadpool(_draw, ctx, principal.tenant_id, suite_id, name, fmt)
+    data = await run_in_threadpool(suite_service.figure, ctx, principal.tenant_id, suite_id, name, fmt)
     return Response(data, media_type=figures.MEDIA_TYPES[fmt], headers={"Cache-Control": "private, no-cache"})
