@@ -10,7 +10,7 @@
     glorot report ID [-o FILE]              the report as JSON
     glorot report ID --html FILE            the report as a self-contained HTML page
     glorot models upload|list|show|delete   uploaded models (docs/uploads.md)
-    glorot suites submit|status|report|cancel   multi-seed suites (docs/suites.md)
+    glorot suites submit|list|status|report|cancel   multi-seed suites (docs/suites.md)
     glorot compare A B … [--snapshot S]     jobs' per-layer statistics side by side (--json, --figure NAME -o FILE)
 
 Client commands read $GLOROT_URL (default http://127.0.0.1:8000) and $GLOROT_API_KEY, or --url/--api-key.

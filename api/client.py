@@ -82,13 +82,7 @@ class GlorotClient:
 
     def iter_jobs(self, **filters: Any) -> Iterator[dict[str, Any]]:
         """Every job matching ``filters``, following the cursors."""
-        cursor = None
-        while True:
-            page = self.jobs(cursor=cursor, **filters)
-            yield from page["items"]
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
+        return _every_item(self.jobs, filters)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/jobs/{job_id}/cancel").json()
@@ -139,6 +133,16 @@ class GlorotClient:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._call("POST", "/v1/suites", json=body, headers=headers).json()
 
+    def suites(self, *, state: str | None = None, limit: int | None = None,
+               cursor: str | None = None) -> dict[str, Any]:
+        """GET /v1/suites: a page of suites, newest first (``items``, ``next_cursor``)."""
+        params = {k: v for k, v in {"state": state, "limit": limit, "cursor": cursor}.items() if v}
+        return self._call("GET", "/v1/suites", params=params).json()
+
+    def iter_suites(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every suite matching ``filters`` (``state``, ``limit`` per page), following the cursors."""
+        return _every_item(self.suites, filters)
+
     def suite(self, suite_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/suites/{suite_id}").json()
 
@@ -188,3 +192,14 @@ class GlorotClient:
         with open(path, "rb") as f:
             data = {"metadata": json.dumps({"name": name})} if name else {}
             return self._call("POST", "/v1/data", files={"file": (os.path.basename(path), f)}, data=data).json()
+
+
+def _every_item(fetch: Callable[..., dict[str, Any]], filters: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The items of every page of a list: ``fetch(cursor=…, **filters)`` until a page has no next_cursor."""
+    cursor = None
+    while True:
+        page = fetch(cursor=cursor, **filters)
+        yield from page["items"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return

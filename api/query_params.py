@@ -4,17 +4,25 @@ FastAPI reads only the last of repeated values for a single-valued parameter (``
 ``kind=x``), so a request the description does not allow would silently mean something else.
 :func:`reject_repeated_scalars`, a router dependency, answers 422 (``multiple_values`` at
 ``["query", name]``) instead. Parameters declared as lists (``layer``, ``statistic``) repeat as usual.
+
+The paged lists (``GET /v1/jobs``, ``GET /v1/suites``) share their ``limit`` and ``cursor`` parameters
+(:data:`PageLimit`, :data:`PageCursor`) and the page size the server grants (:func:`page_size`).
 """
 
 from __future__ import annotations
 
 import types
 import typing
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import Request
+from fastapi import Query, Request
 from fastapi.exceptions import RequestValidationError
+
+from jobs.settings import Settings
+
+PageLimit = Annotated[int | None, Query(ge=1, description="page size (capped by the server)")]
+PageCursor = Annotated[str | None, Query(max_length=2000, description="next_cursor of the previous page")]
 
 _SEQUENCES = (list, tuple, set, frozenset)
 _single_valued: dict[int, frozenset[str]] = {}
@@ -60,3 +68,8 @@ async def reject_repeated_scalars(request: Request) -> None:
                     "msg": f"{name!r} takes one value; it was given more than once",
                 }])
             seen.add(name)
+
+
+def page_size(settings: Settings, limit: int | None) -> int:
+    """The page size of a list: ``limit``, or the default, never more than the server's maximum."""
+    return min(limit or settings.page_size_default, settings.page_size_max)

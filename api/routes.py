@@ -18,7 +18,7 @@ from api import report_parts, services
 from api.deps import AppContext, CtxDep, PrincipalDep, SessionDep
 from api.jobcache import CachedJob, make_entry
 from api.problems import PROBLEM_JSON, Problem
-from api.query_params import reject_repeated_scalars
+from api.query_params import PageCursor, PageLimit, page_size, reject_repeated_scalars
 from api.report_parts import SECTIONS_PATTERN, SNAPSHOT_RANGE_PATTERN
 from api.schemas import Health, JobOut, JobPage, MetricSeriesOut, MetricsPage
 from api.submission import SubmissionDep
@@ -132,12 +132,11 @@ def list_jobs(
     principal: PrincipalDep,
     state: Annotated[JobState | None, Query(description="only jobs in this state")] = None,
     kind: Annotated[str | None, Query(max_length=32, pattern=r"^[\w.-]+$", description="only this kind")] = None,
-    limit: Annotated[int | None, Query(ge=1, description="page size (capped by the server)")] = None,
-    cursor: Annotated[str | None, Query(max_length=2000, description="next_cursor of the previous page")] = None,
+    limit: PageLimit = None,
+    cursor: PageCursor = None,
 ) -> JobPage:
-    size = min(limit or ctx.settings.page_size_default, ctx.settings.page_size_max)
     jobs, nxt = services.list_jobs(session, tenant_id=principal.tenant_id, secret=ctx.secret, state=state,
-                                   kind=kind, limit=size, cursor=cursor)
+                                   kind=kind, limit=page_size(ctx.settings, limit), cursor=cursor)
     return JobPage(items=[JobOut.of(j) for j in jobs], next_cursor=nxt)
 
 

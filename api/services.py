@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import and_, or_, select, tuple_, update
+from sqlalchemy import Select, and_, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from api.problems import Problem
@@ -23,7 +23,7 @@ from api.security import (
     verify_token,
 )
 from jobs import lifecycle, reports
-from jobs.models import ApiKey, Job, JobState, MetricPoint, MetricSeries, Tenant, utcnow
+from jobs.models import ApiKey, Job, JobState, MetricPoint, MetricSeries, Suite, Tenant, utcnow
 
 # --------------------------------------------------------------------------------------------- keys
 
@@ -181,33 +181,48 @@ def _read_cursor(cursor: str, secret: bytes, purpose: str, filters: dict[str, An
                       f"{e}; use the next_cursor of a previous page with the same filters") from None
 
 
-def list_jobs(
-    session: Session, *, tenant_id: int, secret: bytes, state: JobState | None, kind: str | None, limit: int,
-    cursor: str | None,
-) -> tuple[list[Job], str | None]:
-    """Newest first, keyset-paginated on (created_at, id). The cursor is signed and bound to the tenant
-    and the filters, so it cannot be forged, edited, or replayed elsewhere — and grants nothing."""
-    filters = {"state": state.value if state else None, "kind": kind}
-    purpose = f"jobs:{tenant_id}"
-    q = select(Job).where(Job.tenant_id == tenant_id)
-    if state is not None:
-        q = q.where(Job.state == state)
-    if kind is not None:
-        q = q.where(Job.kind == kind)
+Listed = TypeVar("Listed", Job, Suite)
+"""What a newest-first list pages: rows with a ``created_at`` and a string ``id``."""
+
+
+def newest_first(
+    session: Session, query: Select[Listed], entity: type[Listed], *, secret: bytes, purpose: str,
+    filters: dict[str, Any], limit: int, cursor: str | None,
+) -> tuple[list[Listed], str | None]:
+    """At most ``limit`` rows of ``query`` (rows of ``entity``), newest first, keyset-paginated on
+    (created_at, id), and the cursor of the next page (None on the last). The cursor is signed and bound
+    to ``purpose`` (the list and the tenant) and the ``filters``, so it cannot be forged, edited, or
+    replayed elsewhere — and grants nothing."""
     if cursor:
         t, i = _read_cursor(cursor, secret, purpose, filters, "t", "i")
         try:
             after = (datetime.fromisoformat(t), str(i))
         except (TypeError, ValueError) as e:
             raise Problem(400, "invalid-cursor", f"{e}; use the next_cursor of a previous page") from None
-        q = q.where(or_(Job.created_at < after[0], and_(Job.created_at == after[0], Job.id < after[1])))
-    rows = list(session.execute(q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)).scalars())
+        query = query.where(or_(entity.created_at < after[0],
+                                and_(entity.created_at == after[0], entity.id < after[1])))
+    rows = list(session.execute(query.order_by(entity.created_at.desc(), entity.id.desc()).limit(limit + 1))
+                .scalars())
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
         last = rows[-1]
         next_cursor = sign_token({"t": last.created_at.isoformat(), "i": last.id, "f": filters}, secret, purpose)
     return rows, next_cursor
+
+
+def list_jobs(
+    session: Session, *, tenant_id: int, secret: bytes, state: JobState | None, kind: str | None, limit: int,
+    cursor: str | None,
+) -> tuple[list[Job], str | None]:
+    """The tenant's jobs, filtered by state and kind, a page at a time (:func:`newest_first`)."""
+    q = select(Job).where(Job.tenant_id == tenant_id)
+    if state is not None:
+        q = q.where(Job.state == state)
+    if kind is not None:
+        q = q.where(Job.kind == kind)
+    return newest_first(session, q, Job, secret=secret, purpose=f"jobs:{tenant_id}",
+                        filters={"state": state.value if state else None, "kind": kind}, limit=limit, cursor=cursor)
 
 
 def metric_series(

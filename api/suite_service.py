@@ -40,6 +40,19 @@ def get_suite(session: Session, tenant_id: int, suite_id: str) -> Suite:
     return suite
 
 
+def list_suites(ctx: AppContext, tenant_id: int, *, state: JobState | None, limit: int,
+                cursor: str | None) -> dict[str, Any]:
+    """``GET /v1/suites``: a page of the tenant's suites, newest first and paged as the jobs list
+    (``services.newest_first``), each as ``suites.summary``; with ``state``, only the suites in that
+    aggregate state. 400 for a cursor that is not a next_cursor of this list."""
+    with ctx.factory() as session:
+        rows, next_cursor = services.newest_first(
+            session, suites.listing(tenant_id, state), Suite, secret=ctx.secret, purpose=f"suites:{tenant_id}",
+            filters={"state": state.value if state else None}, limit=limit, cursor=cursor)
+        kids = suites.children_of(session, rows)
+        return {"items": [suites.summary(suite, kids[suite.id]) for suite in rows], "next_cursor": next_cursor}
+
+
 def status(ctx: AppContext, tenant_id: int, suite_id: str) -> dict[str, Any]:
     """``GET /v1/suites/{id}``: the aggregate state, counts, progress and children (``suites.status``)."""
     with ctx.factory() as session:

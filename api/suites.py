@@ -2,6 +2,7 @@
 
     POST /v1/suites                          {"preset": NAME, "budget": …, "overrides": {…}, "seeds": N | [s, …]}
                                              or {"specs": [spec or preset body, …], "seeds": N | [s, …]}
+    GET  /v1/suites[?state=&limit=&cursor=]  the tenant's suites, newest first, paged as /v1/jobs
     GET  /v1/suites/{id}                     aggregate state, counts, progress, children (failed ones named)
     GET  /v1/suites/{id}/report              per configuration: each seed's final statistics, mean, std, 95 % CI
     POST /v1/suites/{id}/cancel              cancels every child that has not ended
@@ -10,7 +11,7 @@
 Every child is an ordinary job made by the submission path of ``POST /v1/experiments``: the same
 checks (``api.submission.checked_body``), ``services.submit_job`` (the lifecycle's submit) and the
 dispatcher, so the tenant's cap on active jobs, fair dispatch and the workers treat them like any
-other job and many workers run them at once. Reading, cancelling and drawing a suite are
+other job and many workers run them at once. Listing, reading, cancelling and drawing suites are
 ``api.suite_service``'s (shared with the suite's HTML page); persistence and aggregation are ``jobs.suites``.
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
@@ -27,6 +28,8 @@ from api.deps import AppContext, CtxDep, Principal, PrincipalDep
 from api.json_body import parse_json_body
 from api.presets import preset_of
 from api.problems import PROBLEM_JSON, Problem
+from api.query_params import PageCursor, PageLimit, page_size, reject_repeated_scalars
+from api.routes import BAD_CURSOR
 from api.security import request_hash
 from api.submission import (
     ACTIVE_CAP_RETRY_AFTER_S,
@@ -40,6 +43,7 @@ from glorot_core import figures
 from glorot_core.presets import get_preset, merge
 from glorot_core.spec import MAX_SEED, ExperimentSpec
 from jobs import suites
+from jobs.models import JobState
 
 suites_router = APIRouter(prefix="/v1")
 
@@ -294,6 +298,24 @@ async def submit_suite(
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(out, status_code=201 if created else 200, headers=headers)
+
+
+@suites_router.get(
+    "/suites", summary="List suites (newest first)", dependencies=[Depends(reject_repeated_scalars)],
+    description="The caller's suites, a page at a time as `GET /v1/jobs` (`limit`, then `cursor` = the previous "
+    "page's `next_cursor`). Each is `GET /v1/suites/{id}` without `children` and `failed`: id, state, "
+    "`complete`, `counts` per state, progress, created_at and the configurations with their preset and seeds. "
+    "`state` keeps the suites in that aggregate state.",
+    responses={**{k: v for k, v in _ERRORS.items() if k != 404}, 400: BAD_CURSOR},
+)
+async def list_suites(
+    ctx: CtxDep, principal: PrincipalDep,
+    state: Annotated[JobState | None, Query(description="only suites in this aggregate state")] = None,
+    limit: PageLimit = None,
+    cursor: PageCursor = None,
+) -> dict[str, Any]:
+    return await run_in_threadpool(suite_service.list_suites, ctx, principal.tenant_id, state=state,
+                                   limit=page_size(ctx.settings, limit), cursor=cursor)
 
 
 @suites_router.get("/suites/{suite_id}", summary="A suite's state, progress and children", responses=_ERRORS,

@@ -1,7 +1,8 @@
-"""``glorot suites submit|status|report|cancel``: multi-seed suites from the command line (docs/suites.md).
+"""``glorot suites submit|list|status|report|cancel``: multi-seed suites from the command line (docs/suites.md).
 
     glorot suites submit SUITE.json [--seeds N] [--wait]        a suite body ({"specs": […], "seeds": N} or a preset's)
     glorot suites submit --preset NAME [--budget quick] --seeds N [--wait]
+    glorot suites list [--state STATE] [--limit N]              one line per suite, newest first
     glorot suites status ID                                     the aggregate state and the children as JSON
     glorot suites report ID [-o FILE] [--summary]               the suite report (JSON, or a table per configuration)
     glorot suites cancel ID                                     cancel every child that has not ended
@@ -13,6 +14,7 @@ $GLOROT_URL / $GLOROT_API_KEY (or --url / --api-key) as the other client command
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from collections.abc import Callable
@@ -26,7 +28,7 @@ def register(sub: Any, *, connect: Callable[[argparse.Namespace], Any],
     """Add ``glorot suites …`` to ``glorot``'s subparsers. ``connect(args)`` makes the API client and
     ``run(fn)`` runs a client call, turning API and connection errors into messages and exit codes
     (``api.cli``'s, handed in so that this module does not import it back)."""
-    p = sub.add_parser("suites", help="multi-seed suites: submit, status, report, cancel")
+    p = sub.add_parser("suites", help="multi-seed suites: submit, list, status, report, cancel")
     ssub = p.add_subparsers(dest="suites_command", required=True)
     q = ssub.add_parser("submit", help="submit a suite (a body file, or --preset with --seeds)")
     q.add_argument("body", nargs="?", default=None, help="suite JSON file, or - for stdin")
@@ -37,6 +39,11 @@ def register(sub: Any, *, connect: Callable[[argparse.Namespace], Any],
     q.add_argument("--idempotency-key", default=None)
     q.add_argument("--poll", type=float, default=2.0, help="seconds between polls with --wait")
     q.set_defaults(func=_cmd_submit)
+    q = ssub.add_parser("list", help="list suites, newest first: id, state, created, children ended, configurations")
+    q.add_argument("--state", default=None, help="only suites in this aggregate state (QUEUED, RUNNING, SUCCEEDED, "
+                   "FAILED, CANCELLED)")
+    q.add_argument("--limit", type=int, default=None, help="at most this many (the newest)")
+    q.set_defaults(func=_cmd_list)
     for name, helptext, func in (("status", "print a suite's state and children as JSON", _cmd_status),
                                  ("report", "print or save a suite's report", _cmd_report),
                                  ("cancel", "cancel a suite's children that have not ended", _cmd_cancel)):
@@ -107,6 +114,29 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 def _progress_line(suite: dict[str, Any]) -> None:
     counts = " ".join(f"{k} {v}" for k, v in suite["counts"].items() if v)
     print(f"\r{suite['state'].lower():9s} {100 * suite['progress']:5.1f}%  {counts}   ", end="", file=sys.stderr)
+
+
+def suite_line(suite: dict[str, Any]) -> str:
+    """One suite as ``glorot suites list`` prints it: id, state, created, children ended of expected, and
+    each configuration's label with its number of seeds."""
+    ended = sum(n for state, n in suite["counts"].items() if state not in ("queued", "running"))
+    configs = "; ".join(f"{c['label']} ×{len(c['seeds'])}" for c in suite["configs"])
+    return (f"{suite['id']}  {suite['state']:9}  {suite['created_at'][:19]}  "
+            f"{ended:>3}/{suite['children_expected']:<3} ended  {configs}")
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        print("glorot suites list: --limit must be at least 1", file=sys.stderr)
+        return 2
+
+    def go(c: Any) -> int:
+        suites = c.iter_suites(state=args.state, limit=args.limit)
+        for suite in itertools.islice(suites, args.limit):
+            print(suite_line(suite))
+        return 0
+
+    return _run(args, go)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

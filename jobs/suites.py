@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import ColumnElement, Select, Subquery, and_, case, func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from jobs import lifecycle
 from jobs.models import Job, JobState, MetricPoint, MetricSeries, Suite, SuiteChild, utcnow
@@ -139,21 +139,78 @@ def get(session: Session, tenant_id: int, suite_id: str) -> Suite | None:
 
 def children(session: Session, suite: Suite) -> list[Child]:
     """The suite's children with their jobs' state, in position order (configuration, then seed)."""
+    return children_of(session, [suite])[suite.id]
+
+
+def children_of(session: Session, of: Sequence[Suite]) -> dict[str, list[Child]]:
+    """The children of each suite of ``of`` (by suite id, each in position order), in one query."""
+    by_id = {s.id: s for s in of}
+    out: dict[str, list[Child]] = {suite_id: [] for suite_id in by_id}
+    if not by_id:
+        return out
+    batch_size = Job.resolved_spec[("train", "batch_size")].as_integer()  # not the whole spec: a list reads many
     rows = session.execute(
-        select(SuiteChild.position, SuiteChild.config_index, SuiteChild.seed_index, Job.id, Job.state,
-               Job.progress, Job.error, Job.cancel_requested, Job.resolved_spec)
+        select(SuiteChild.suite_id, SuiteChild.position, SuiteChild.config_index, SuiteChild.seed_index, Job.id,
+               Job.state, Job.progress, Job.error, Job.cancel_requested, batch_size.label("batch_size"))
         .join(Job, Job.id == SuiteChild.job_id)
-        .where(SuiteChild.suite_id == suite.id)
-        .order_by(SuiteChild.position)
+        .where(SuiteChild.suite_id.in_(list(by_id)))
+        .order_by(SuiteChild.suite_id, SuiteChild.position)
     ).all()
-    out = []
     for r in rows:
-        train = (r.resolved_spec or {}).get("train", {})
-        out.append(Child(position=r.position, config_index=r.config_index, seed_index=r.seed_index,
-                         seed=int(suite.seeds[r.config_index][r.seed_index]), job_id=r.id, state=JobState(r.state),
-                         progress=JobProgress.of(r.progress), error=r.error,
-                         cancel_requested=bool(r.cancel_requested), batch_size=int(train.get("batch_size", 1))))
+        seed = int(by_id[r.suite_id].seeds[r.config_index][r.seed_index])
+        out[r.suite_id].append(Child(
+            position=r.position, config_index=r.config_index, seed_index=r.seed_index, seed=seed, job_id=r.id,
+            state=JobState(r.state), progress=JobProgress.of(r.progress), error=r.error,
+            cancel_requested=bool(r.cancel_requested), batch_size=int(r.batch_size or 1)))
     return out
+
+
+def listing(tenant_id: int, state: JobState | None = None) -> Select[Suite]:
+    """The tenant's suites, unordered (the caller pages them); with ``state``, only those whose
+    :func:`overall_state` is ``state``, decided in SQL from counts of their children's states (the same
+    rule, so that a page is filtered before it is cut)."""
+    query = select(Suite).where(Suite.tenant_id == tenant_id)
+    if state is None:
+        return query
+    counts = _child_state_counts(tenant_id)
+    return query.outerjoin(counts, counts.c.suite_id == Suite.id).where(_overall_state_sql(counts) == state.value)
+
+
+def _child_state_counts(tenant_id: int) -> Subquery:
+    """Per suite of the tenant that has children: how many, and how many QUEUED, not yet ended, FAILED and
+    CANCELLED."""
+    def count(condition: ColumnElement[bool]) -> ColumnElement[int]:
+        return func.sum(case((condition, 1), else_=0))
+
+    mine = aliased(Suite)  # the tenant's suites, apart from the listing's own ``suites``
+    return (
+        select(SuiteChild.suite_id.label("suite_id"), func.count().label("n"),
+               count(Job.state == JobState.QUEUED).label("queued"),
+               count(Job.state.in_([JobState.QUEUED, JobState.RUNNING])).label("active"),
+               count(Job.state == JobState.FAILED).label("failed"),
+               count(Job.state == JobState.CANCELLED).label("cancelled"))
+        .join(Job, Job.id == SuiteChild.job_id)
+        .join(mine, mine.id == SuiteChild.suite_id)
+        .where(mine.tenant_id == tenant_id)
+        .group_by(SuiteChild.suite_id)
+        .subquery()
+    )
+
+
+def _overall_state_sql(counts: Subquery) -> ColumnElement[str]:
+    """:func:`overall_state` as an SQL expression over :func:`_child_state_counts` (outer-joined: a suite
+    without children yet has NULL counts, read as 0)."""
+    n, queued, active, failed, cancelled = (func.coalesce(counts.c[name], 0)
+                                            for name in ("n", "queued", "active", "failed", "cancelled"))
+    going = or_(n < Suite.children_expected, active > 0)
+    return case(
+        (and_(going, queued == n), JobState.QUEUED.value),
+        (going, JobState.RUNNING.value),
+        (Suite.cancel_requested_at.is_not(None), JobState.CANCELLED.value),
+        (failed > 0, JobState.FAILED.value),
+        (cancelled > 0, JobState.CANCELLED.value),
+        else_=JobState.SUCCEEDED.value,
+    )
 
 
 def overall_state(suite: Suite, kids: Sequence[Child]) -> JobState:
@@ -178,7 +235,18 @@ def complete(suite: Suite, kids: Sequence[Child]) -> bool:
 
 
 def status(suite: Suite, kids: Sequence[Child]) -> dict[str, Any]:
-    """``GET /v1/suites/{id}``: the aggregate state, counts per state, progress and the children.
+    """``GET /v1/suites/{id}``: the :func:`summary` with the children and the failed ones."""
+    return {
+        **summary(suite, kids),
+        "children": [c.as_json() for c in kids],
+        "failed": [{"job_id": c.job_id, "config_index": c.config_index, "seed": c.seed, "error": c.error}
+                   for c in kids if c.state == JobState.FAILED],
+    }
+
+
+def summary(suite: Suite, kids: Sequence[Child]) -> dict[str, Any]:
+    """A suite as ``GET /v1/suites`` lists it: the aggregate state, counts per state, progress and the
+    configurations with their seeds, without the per-child lists (a suite may have 300 children).
 
     ``progress`` is the mean over the expected children of each one's fraction done, a terminal child
     counting as done (1), so it reaches 1 exactly when the suite is complete."""
@@ -198,9 +266,6 @@ def status(suite: Suite, kids: Sequence[Child]) -> dict[str, Any]:
         "progress": progress,
         "configs": [{"index": i, "label": c["label"], "preset": c.get("preset"), "budget": c.get("budget"),
                      "seeds": suite.seeds[i]} for i, c in enumerate(suite.configs)],
-        "children": [c.as_json() for c in kids],
-        "failed": [{"job_id": c.job_id, "config_index": c.config_index, "seed": c.seed, "error": c.error}
-                   for c in kids if c.state == JobState.FAILED],
         "links": _links(suite.id),
     }
 

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from glorot_core.figures import curves
 from glorot_service.app import build_app
-from jobs import suites
+from jobs import lifecycle, suites
 from jobs.models import Job, JobState, Suite
 from jobs.suite_stats import summarize, t_quantile
 
@@ -258,6 +258,115 @@ def test_suites_are_tenant_scoped(idle_client: TestClient, key: str, other_key: 
     assert idle_client.get(f"/v1/suites/{suite['id']}/figures", headers=auth(key)).status_code == 409
 
 
+# ------------------------------------------------------------------------------------------ the list
+
+
+def _page(client: TestClient, key: str, **params: Any) -> dict[str, Any]:
+    r = client.get("/v1/suites", params=params, headers=auth(key))
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _pages(client: TestClient, key: str, **params: Any) -> list[dict[str, Any]]:
+    """Every page of the list with ``params``, following next_cursor."""
+    pages = [_page(client, key, **params)]
+    while pages[-1]["next_cursor"] is not None:
+        pages.append(_page(client, key, **params, cursor=pages[-1]["next_cursor"]))
+    return pages
+
+
+def _listed(client: TestClient, key: str, **params: Any) -> list[str]:
+    return [s["id"] for page in _pages(client, key, **params) for s in page["items"]]
+
+
+def test_suites_list_pages_newest_first_and_only_the_callers(idle_client: TestClient, key: str,
+                                                             other_key: str) -> None:
+    mine = [_submit(idle_client, key, {"specs": [FAST], "seeds": 1 + i % 2})["id"] for i in range(5)]
+    theirs = [_submit(idle_client, other_key, {"specs": [FAST], "seeds": 1})["id"] for _ in range(2)]
+    pages = _pages(idle_client, key, limit=2)
+    assert [len(p["items"]) for p in pages] == [2, 2, 1]
+    assert [s["id"] for p in pages for s in p["items"]] == mine[::-1]  # newest first, each once, none of theirs
+    assert _listed(idle_client, other_key) == theirs[::-1]
+    # an item is the suite as GET /v1/suites/{id} shows it, less the per-child lists
+    newest = pages[0]["items"][0]
+    assert newest == {k: v for k, v in _suite(idle_client, key, mine[-1]).items() if k not in ("children", "failed")}
+    assert newest["state"] == "QUEUED" and newest["counts"]["queued"] == newest["children_expected"] == 1
+    assert newest["configs"][0]["seeds"] == [0] and newest["created_at"]
+    # a cursor is the caller's, for this list and these filters only
+    cursor = pages[0]["next_cursor"]
+    for who, params in ((other_key, {"cursor": cursor}), (key, {"cursor": cursor, "state": "QUEUED"})):
+        r = idle_client.get("/v1/suites", params=params, headers=auth(who))
+        assert r.status_code == 400 and r.json()["type"].endswith("invalid-cursor"), r.text
+    jobs_cursor = idle_client.get("/v1/jobs", params={"limit": 1}, headers=auth(key)).json()["next_cursor"]
+    assert idle_client.get("/v1/suites", params={"cursor": jobs_cursor}, headers=auth(key)).status_code == 400
+    assert idle_client.get("/v1/suites").status_code == 401
+    for query, field in (("limit=0", "limit"), ("state=DONE", "state"), ("limit=1&limit=2", "limit")):
+        r = idle_client.get(f"/v1/suites?{query}", headers=auth(key))
+        assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json"), r.text
+        assert r.json()["errors"][0]["loc"] == ["query", field], r.json()
+
+
+REPORT: dict[str, Any] = {"schema_version": 1, "spec": {"train": {"steps": 20}}, "snapshots": [{"step": 20}]}
+"""What a child "runs" to in the state-filter test: its transitions are the lifecycle's own, without training."""
+
+
+def test_suites_list_state_filter_follows_each_suites_state(idle_client: TestClient, key: str,
+                                                            factory: sessionmaker[Session]) -> None:
+    """Children moved through the lifecycle's transitions (no runner): each suite lands in the state the
+    rule of GET /v1/suites/{id} gives, and ``state=`` lists exactly the suites in that state."""
+    def suite() -> tuple[str, list[str]]:
+        made = _submit(idle_client, key, {"specs": [FAST], "seeds": 2})
+        return made["id"], [c["job_id"] for c in made["children"]]
+
+    def claim(job_id: str) -> int:
+        attempt = lifecycle.claim(factory, job_id, "test-worker")
+        assert attempt is not None
+        return attempt
+
+    def succeed(job_id: str) -> None:
+        assert lifecycle.finish(factory, job_id, claim(job_id), REPORT, [])
+
+    def fail(job_id: str, attempt: int | None = None) -> None:
+        assert lifecycle.fail(factory, job_id, claim(job_id) if attempt is None else attempt, "boom")
+
+    def cancel(path: str) -> None:
+        assert idle_client.post(f"{path}/cancel", headers=auth(key)).status_code == 202
+
+    expected: dict[str, str] = {}
+    queued, _ = suite()
+    expected[queued] = "QUEUED"
+    running, (a, _) = suite()
+    claim(a)
+    expected[running] = "RUNNING"
+    half_done, (a, _) = suite()  # one child ended, one QUEUED: the suite is still going
+    succeed(a)
+    expected[half_done] = "RUNNING"
+    succeeded, (a, b) = suite()
+    succeed(a)
+    succeed(b)
+    expected[succeeded] = "SUCCEEDED"
+    failed, (a, b) = suite()
+    succeed(a)
+    fail(b)
+    expected[failed] = "FAILED"
+    cancelled, (a, b) = suite()
+    succeed(a)
+    cancel(f"/v1/jobs/{b}")
+    expected[cancelled] = "CANCELLED"
+    cancelled_suite, (a, _) = suite()  # the suite cancelled: CANCELLED even though a child then FAILED
+    attempt = claim(a)
+    cancel(f"/v1/suites/{cancelled_suite}")
+    fail(a, attempt)
+    expected[cancelled_suite] = "CANCELLED"
+
+    assert {i: _suite(idle_client, key, i)["state"] for i in expected} == expected
+    newest_first = list(expected)[::-1]
+    for state in ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"):
+        want = [i for i in newest_first if expected[i] == state]
+        assert _listed(idle_client, key, state=state, limit=1) == want, state  # one per page: pages stay full
+    assert [s["state"] for s in _page(idle_client, key)["items"]] == [expected[i] for i in newest_first]
+
+
 def test_a_suite_past_the_active_job_cap_is_429_and_stores_nothing(
         db_url: str, tmp_path: Any, factory: sessionmaker[Session]) -> None:
     settings = make_settings(db_url, tmp_path, tenant_max_active_jobs=3)
@@ -315,6 +424,33 @@ def test_glorot_suites_commands(client: TestClient, key: str, tmp_path: Any, mon
     assert main(["suites", "cancel", done["id"]]) == 1  # every child ended: 409
     assert "already ended" in capsys.readouterr().err
     assert main(["suites", "submit", "--seeds", "2"]) == 2  # neither a body nor a preset
+
+
+def test_glorot_suites_list_command(idle_client: TestClient, key: str, other_key: str,
+                                    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``glorot suites list``: one line per suite of the caller, newest first, through the real client."""
+    from api import cli as service_cli
+    from api.client import GlorotClient
+    from glorot_core.cli import main
+
+    monkeypatch.setattr(service_cli, "_client",
+                        lambda args: GlorotClient("http://testserver", key, transport=idle_client._transport))
+    _submit(idle_client, other_key, {"specs": [FAST], "seeds": 1})
+    one = _submit(idle_client, key, {"specs": [{**FAST, "name": "small"}], "seeds": 3})
+    two = _submit(idle_client, key, {"specs": [{**FAST, "name": "small"}, {**FAST, "name": "other"}],
+                                     "seeds": [5, 7]})
+    assert main(["suites", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == [two["id"], one["id"]]
+    newest = lines[0].split()
+    assert newest[1] == "QUEUED" and newest[2] == two["created_at"][:19] and newest[3] == "0/4"
+    assert lines[0].endswith("small ×2; other ×2") and lines[1].endswith("small ×3")
+    assert main(["suites", "list", "--limit", "1"]) == 0
+    assert capsys.readouterr().out.splitlines() == lines[:1]
+    assert main(["suites", "list", "--state", "SUCCEEDED"]) == 0 and capsys.readouterr().out == ""
+    assert main(["suites", "list", "--state", "DONE"]) == 1  # the service's 422, naming the parameter
+    assert "state" in capsys.readouterr().err
+    assert main(["suites", "list", "--limit", "0"]) == 2
 
 
 # ------------------------------------------------------------------------------------------- Celery
