@@ -167,14 +167,7 @@ def _measure(module: torch.nn.Module, loaded: LoadedModel, x: Tensor, y: Tensor 
     snap = SnapshotCapture(captures, index=index, final=final,
                            network={"model": module, "jacobian_spectra": _jacobians(module, loaded, x, points),
                                     "uploaded": True, "cost": _mean_cost(module, loaded, x, y, mon)})
-    sections: dict[str, Any] = {}
-    for inst in DEFAULT:
-        if inst.due(snap, mon):
-            r = inst.measure(snap, mon)
-            sections[inst.section] = {"layers": r.layers, "network": r.network}
-        else:
-            sections[inst.section] = None
-    host = to_host({"network": network, "sections": sections})
+    host = to_host({"network": network, "sections": DEFAULT.measure(snap, mon)})
     host["points"] = points
     return host
 

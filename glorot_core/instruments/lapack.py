@@ -21,18 +21,17 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np  # also loads the OpenBLAS that threadpoolctl finds below
 import torch
 from threadpoolctl import ThreadpoolController
 
+from glorot_core.instruments.threads import parallel_map, torch_single_threaded
+
 Tensor = torch.Tensor
 
 _LAPACK_COL_MAJOR = 102
-_PROCESS_WIDE = threading.Lock()
 
 # (symbol prefix, symbol suffix, integer type): numpy ≥ 2 wheels (scipy-openblas64, ILP64), numpy 1.x
 # wheels (openblas64_), and LP64 builds.
@@ -131,20 +130,10 @@ def solve_each(count: int, n: int, dtype: torch.dtype, matrix: Matrix, threads: 
                 failed.append(b)
         return failed
 
-    workers = max(1, min(threads or torch.get_num_threads(), count))
-    parts = [range(i, count, workers) for i in range(workers)]
-    with _PROCESS_WIDE:  # thread counts are process-wide: one caller at a time sets and restores them
-        torch_threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with _controller().limit(limits=1, user_api="blas"):
-                if workers == 1:
-                    failed = run(parts[0])
-                else:
-                    with ThreadPoolExecutor(max_workers=workers) as pool:
-                        failed = [b for part in pool.map(run, parts) for b in part]
-        finally:
-            torch.set_num_threads(torch_threads)
+    with torch_single_threaded() as cores, _controller().limit(limits=1, user_api="blas"):
+        workers = max(1, min(threads or cores, count))
+        parts = [range(i, count, workers) for i in range(workers)]
+        failed = [b for part in parallel_map(run, parts, workers) for b in part]
     for b in failed:
         w[b] = float("nan")
     return w

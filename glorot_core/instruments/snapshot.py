@@ -73,13 +73,7 @@ def measure(
     or None when not due}, "points": the probe points}.
     """
     snap, network = capture_mlp(model, mon, index=index, final=final)
-    sections: dict[str, Any] = {}
-    for inst in DEFAULT if registry is None else registry:
-        if inst.due(snap, mon):
-            r = inst.measure(snap, mon)
-            sections[inst.section] = {"layers": r.layers, "network": r.network}
-        else:
-            sections[inst.section] = None
+    sections = (DEFAULT if registry is None else registry).measure(snap, mon)
     return {"network": network, "sections": sections, "points": [c.point for c in snap.points]}
 
 
