@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from glorot_core.instruments.probe import Capture, ProbePoint
-from glorot_core.instruments.threads import parallel_map, torch_single_threaded
 
 if TYPE_CHECKING:  # the monitor imports nothing from here; this only names its type
     from glorot_core.instruments.monitor import Monitor
@@ -89,14 +88,6 @@ class Instrument:
     network_section: str | None = None
     network_scalars: tuple[str, ...] = ()
     schedule: Schedule = EVERY_SNAPSHOT
-    cost: float = 1.0
-    """Relative time of one :meth:`measure_point` call; the registry starts the costliest first, so
-    that parallel work ends together."""
-
-    @property
-    def per_point(self) -> bool:
-        """Whether this instrument measures probe points independently (it does not override :meth:`measure`)."""
-        return type(self).measure is Instrument.measure
 
     def due(self, snap: SnapshotCapture, monitor: Monitor) -> bool:
         """Whether this instrument runs at this snapshot (default: its ``schedule``)."""
@@ -143,35 +134,14 @@ class Registry:
 
     def measure(self, snap: SnapshotCapture, monitor: Monitor) -> dict[str, Any]:
         """Every instrument due at this snapshot: {section: {"layers": [...], "network": ...}, or None
-        when not due}, in registry order, as device tensors.
-
-        The per-point instruments' calls (each at each probe point) are independent. On the CPU they
-        run on every core at once, each single-threaded, costliest first (``threads.parallel_map``):
-        many of their kernels use one core whatever torch's thread count. Whole-network instruments
-        run after them, with torch's threads as they were.
-        """
-        due = {inst.section for inst in self if inst.due(snap, monitor)}
-        tasks = sorted(((inst, i) for inst in self if inst.section in due and inst.per_point
-                        for i in range(len(snap.points))), key=lambda task: -task[0].cost)
-
-        def run(task: tuple[Instrument, int]) -> Any:
-            return task[0].measure_point(snap.points[task[1]], monitor)
-
-        if snap.points and snap.points[0].z.device.type == "cpu":
-            with torch_single_threaded() as cores:
-                values = parallel_map(run, tasks, cores)
-        else:  # accelerator kernels are queued asynchronously already
-            values = [run(task) for task in tasks]
-        by_section: dict[str, list[Any]] = {}
-        for (inst, i), value in zip(tasks, values, strict=True):
-            by_section.setdefault(inst.section, [None] * len(snap.points))[i] = value
+        when not due}, in registry order, as device tensors."""
         sections: dict[str, Any] = {}
         for inst in self:
-            if inst.section not in due:
+            if inst.due(snap, monitor):
+                r = inst.measure(snap, monitor)
+                sections[inst.section] = {"layers": r.layers, "network": r.network}
+            else:
                 sections[inst.section] = None
-                continue
-            r = Readings(by_section.get(inst.section, [])) if inst.per_point else inst.measure(snap, monitor)
-            sections[inst.section] = {"layers": r.layers, "network": r.network}
         return sections
 
     def unregister(self, section: str) -> Instrument:

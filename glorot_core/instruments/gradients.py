@@ -72,7 +72,6 @@ class WeightGradient(Instrument):
 
     section = "weight_grad"
     scalars = GRADIENT_SCALARS
-    cost = 4.0  # a GEMM of the layer's size (the weight gradient), then a summary of fan_in·fan_out values
 
     def measure_point(self, capture: Capture, monitor: Monitor) -> dict[str, Any] | None:
         if monitor.gradient_basis == "per_example":

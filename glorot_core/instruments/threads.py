@@ -1,10 +1,8 @@
 """Running independent CPU work on every core from Python threads, with torch single-threaded meanwhile.
 
-Many of a snapshot's kernels run on one core whatever torch's intra-op thread count (``bincount``,
-``kthvalue``, boolean indexing), and the others are so short that splitting them over threads costs
-about what it saves. Independent pieces of such work (one instrument at one probe point; one
-eigen-solve) run faster side by side, one per core, each single-threaded. torch releases the GIL in
-its kernels, so Python threads are enough.
+Some work scales poorly over threads inside one call and well across calls: a 1000×1000 eigen-solve
+is half matrix-vector work, so one single-threaded solve per core beats one multi-threaded solve at a
+time (``instruments.lapack``). torch and ctypes release the GIL, so Python threads are enough.
 
 torch's intra-op thread count is process-wide state: one caller at a time sets it to 1 and restores
 it (:func:`torch_single_threaded`). Each worker thread also sets it for itself (:func:`parallel_map`):
