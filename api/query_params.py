@@ -5,8 +5,9 @@ FastAPI reads only the last of repeated values for a single-valued parameter (``
 :func:`reject_repeated_scalars`, a router dependency, answers 422 (``multiple_values`` at
 ``["query", name]``) instead. Parameters declared as lists (``layer``, ``statistic``) repeat as usual.
 
-The paged lists (``GET /v1/jobs``, ``GET /v1/suites``) share their ``limit`` and ``cursor`` parameters
-(:data:`PageLimit`, :data:`PageCursor`) and the page size the server grants (:func:`page_size`).
+The paged lists (``GET /v1/jobs``, ``GET /v1/suites``, ``GET /v1/models``) share their ``limit`` and
+``cursor`` parameters (:data:`PageLimit`, :data:`PageCursor`) and the page size the server grants
+(:func:`page_size`); their rows are paged by ``services.newest_first``.
 """
 
 from __future__ import annotations

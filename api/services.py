@@ -23,7 +23,7 @@ from api.security import (
     verify_token,
 )
 from jobs import lifecycle, reports
-from jobs.models import ApiKey, Job, JobState, MetricPoint, MetricSeries, Suite, Tenant, utcnow
+from jobs.models import ApiKey, Job, JobState, MetricPoint, MetricSeries, Suite, Tenant, UploadedModel, utcnow
 
 # --------------------------------------------------------------------------------------------- keys
 
@@ -181,7 +181,7 @@ def _read_cursor(cursor: str, secret: bytes, purpose: str, filters: dict[str, An
                       f"{e}; use the next_cursor of a previous page with the same filters") from None
 
 
-Listed = TypeVar("Listed", Job, Suite)
+Listed = TypeVar("Listed", Job, Suite, UploadedModel)
 """What a newest-first list pages: rows with a ``created_at`` and a string ``id``."""
 
 

@@ -12,19 +12,20 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api import services
 from api.deps import AppContext, CtxDep, PrincipalDep
 from api.problems import PROBLEM_JSON, Problem
-from api.security import BadToken, sign_token, verify_token
+from api.query_params import PageCursor, PageLimit, page_size, reject_repeated_scalars
+from api.routes import BAD_CURSOR
 from api.upload_stream import ReceivedUpload, receive_upload
 from glorot_core.uploads.archive import ArchiveLimits
 from glorot_core.uploads.errors import UploadRefused
@@ -47,7 +48,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     429: {"description": "over the tenant's request rate (Retry-After)", **_PROBLEM},
 }
 _LIST_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "the cursor is not a next_cursor of this list", **_PROBLEM},
+    400: BAD_CURSOR,
     401: _ERRORS[401], 422: {"description": "invalid query parameters", **_PROBLEM}, 429: _ERRORS[429],
 }
 _NOT_FOUND = {404: {"description": "no such upload for this tenant", **_PROBLEM}}
@@ -196,31 +197,23 @@ def _blob_fields(session: Session, blob_id: int) -> tuple[str, int]:
     return b.sha256, b.size
 
 
-@uploads_router.get("/models", summary="List uploaded models (newest first)", responses=_LIST_ERRORS)
-def list_models(
-    ctx: CtxDep, principal: PrincipalDep,
-    limit: Annotated[int | None, Query(ge=1, description="page size (capped by the server)")] = None,
-    cursor: Annotated[str | None, Query(max_length=2000, description="next_cursor of the previous page")] = None,
-) -> dict[str, Any]:
-    size = min(limit or ctx.settings.page_size_default, ctx.settings.page_size_max)
-    purpose = f"models:{principal.tenant_id}"
+@uploads_router.get(
+    "/models", summary="List uploaded models (newest first)", dependencies=[Depends(reject_repeated_scalars)],
+    description="The caller's models, a page at a time as `GET /v1/jobs` (`limit`, then `cursor` = the previous "
+    "page's `next_cursor`). Each is `GET /v1/models/{id}`.",
+    responses=_LIST_ERRORS,
+)
+def list_models(ctx: CtxDep, principal: PrincipalDep, limit: PageLimit = None,
+                cursor: PageCursor = None) -> dict[str, Any]:
+    """A page of the tenant's models, newest first, paged as the other lists (``services.newest_first``);
+    400 for a cursor that is not a next_cursor of this tenant's model list."""
+    tenant_id = principal.tenant_id
     with ctx.factory() as session:
-        q = select(UploadedModel).where(UploadedModel.tenant_id == principal.tenant_id)
-        if cursor:
-            try:
-                pos = verify_token(cursor, ctx.secret, purpose)
-                after = (datetime.fromisoformat(pos["t"]), str(pos["i"]))
-            except (BadToken, KeyError, TypeError, ValueError) as e:
-                raise Problem(400, "invalid-cursor", f"{e}; use the next_cursor of a previous page") from None
-            q = q.where(or_(UploadedModel.created_at < after[0],
-                            and_(UploadedModel.created_at == after[0], UploadedModel.id < after[1])))
-        rows = list(session.execute(q.order_by(UploadedModel.created_at.desc(), UploadedModel.id.desc())
-                                    .limit(size + 1)).scalars())
-        nxt = None
-        if len(rows) > size:
-            rows = rows[:size]
-            nxt = sign_token({"t": rows[-1].created_at.isoformat(), "i": rows[-1].id}, ctx.secret, purpose)
-        return {"items": [model_out(m, *_blob_fields(session, m.blob_id)) for m in rows], "next_cursor": nxt}
+        rows, next_cursor = services.newest_first(
+            session, select(UploadedModel).where(UploadedModel.tenant_id == tenant_id), UploadedModel,
+            secret=ctx.secret, purpose=f"models:{tenant_id}", filters={}, limit=page_size(ctx.settings, limit),
+            cursor=cursor)
+        return {"items": [model_out(m, *_blob_fields(session, m.blob_id)) for m in rows], "next_cursor": next_cursor}
 
 
 @uploads_router.get("/models/{model_id}", summary="Read an uploaded model", responses={**_ERRORS, **_NOT_FOUND})

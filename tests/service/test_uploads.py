@@ -47,6 +47,18 @@ def _upload(c: TestClient, key: str, path: Path, meta: dict[str, Any]) -> Any:
                   data={"metadata": json.dumps(meta)})
 
 
+def _check_model_list_refusals(c: TestClient, key: str, other_key: str, cursor: str) -> None:
+    """A models cursor is the caller's, for the models list only (400 elsewhere, as every list's cursor);
+    bad ``limit``/``cursor`` values are 422 naming the parameter."""
+    for who, path in ((other_key, "/v1/models"), (key, "/v1/jobs"), (key, "/v1/suites")):
+        r = c.get(path, headers=auth(who), params={"cursor": cursor})
+        assert r.status_code == 400 and r.json()["type"] == "urn:glorot:problem:invalid-cursor", (path, r.text)
+    for query, field in (("limit=0", "limit"), ("limit=1&limit=2", "limit"), ("cursor=" + "x" * 2001, "cursor")):
+        r = c.get(f"/v1/models?{query}", headers=auth(key))
+        assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json"), r.text
+        assert r.json()["errors"][0]["loc"] == ["query", field], r.json()
+
+
 def test_same_cnn_in_three_formats(up_client: TestClient, key: str, other_key: str, tmp_path: Path,
                                    factory: sessionmaker[Session], settings: Settings) -> None:
     files = write_cnn_files(tmp_path)
@@ -65,7 +77,10 @@ def test_same_cnn_in_three_formats(up_client: TestClient, key: str, other_key: s
     listed = up_client.get("/v1/models", headers=auth(key), params={"limit": 2}).json()
     assert len(listed["items"]) == 2 and listed["next_cursor"]
     rest = up_client.get("/v1/models", headers=auth(key), params={"cursor": listed["next_cursor"]}).json()
-    assert {m["id"] for m in listed["items"] + rest["items"]} == {b["id"] for b in bodies.values()}
+    assert rest["next_cursor"] is None
+    # newest first (uploaded one after another), each once
+    assert [m["id"] for m in listed["items"] + rest["items"]] == [b["id"] for b in bodies.values()][::-1]
+    _check_model_list_refusals(up_client, key, other_key, listed["next_cursor"])
     one = bodies["exported"]["id"]
     assert up_client.get(f"/v1/models/{one}", headers=auth(key)).json()["probe_points"] == points[0]
     # another tenant sees nothing and cannot delete
