@@ -25,7 +25,7 @@ interval (``--scale 0.01`` for a smoke run: the checks then usually fail, which 
 the facts need the whole budget).
 
 Run: ``.venv/bin/python benchmarks/bench_quick_presets.py [--only fig2,fig3] [--scale 1]``.
-The whole set at ``--scale 1`` is hours of CPU (``GET /v1/presets`` lists each budget's updates).
+The whole set at ``--scale 1`` is about an hour of this 2-core CPU (``GET /v1/presets`` lists each budget's updates).
 """
 
 from __future__ import annotations
