@@ -89,8 +89,7 @@ async def read_report_html(
 def _suite_page(ctx: AppContext, tenant_id: int, suite_id: str, fmt: str) -> str:
     """The suite's page from the suite service, as the JSON routes answer: the same tenant check, report
     and (cached) figures."""
-    report = suite_service.report(ctx, tenant_id, suite_id)
-    bands = suite_service.read_bands(ctx, tenant_id, suite_id)
+    report, bands = suite_service.report_and_bands(ctx, tenant_id, suite_id)
     embedded: list[report_html.EmbeddedFigure] = []
     if bands.bands:  # none while no child has SUCCEEDED (the figure routes answer 409): a page without figures
         embedded = [report_html.embed(f["name"], f["paper"], f["title"], suite_service.draw(bands, f["name"], fmt),

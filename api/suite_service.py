@@ -64,9 +64,12 @@ def report(ctx: AppContext, tenant_id: int, suite_id: str) -> dict[str, Any]:
     """The suite report (``suites.build_report``), in every state: it covers the SUCCEEDED children."""
     with ctx.factory() as session:
         suite = get_suite(session, tenant_id, suite_id)
-        kids = suites.children(session, suite)
-        finals = suites.final_values(session, [c.job_id for c in kids if c.state == JobState.SUCCEEDED])
-        return suites.build_report(suite, kids, finals)
+        return _report(session, suite, suites.children(session, suite))
+
+
+def _report(session: Session, suite: Suite, kids: list[suites.Child]) -> dict[str, Any]:
+    finals = suites.final_values(session, [c.job_id for c in kids if c.state == JobState.SUCCEEDED])
+    return suites.build_report(suite, kids, finals)
 
 
 def cancel(ctx: AppContext, tenant_id: int, suite_id: str) -> tuple[dict[str, Any], list[str]]:
@@ -107,9 +110,21 @@ def read_bands(ctx: AppContext, tenant_id: int, suite_id: str) -> SuiteBands:
     """The tenant's suite's :class:`SuiteBands` (404 for another tenant's or an unknown suite)."""
     with ctx.factory() as session:
         suite = get_suite(session, tenant_id, suite_id)
+        return _bands(session, suite, suites.children(session, suite))
+
+
+def report_and_bands(ctx: AppContext, tenant_id: int, suite_id: str) -> tuple[dict[str, Any], SuiteBands]:
+    """The suite report and its figures' :class:`SuiteBands` from one read of the suite and its children
+    (the HTML page shows both)."""
+    with ctx.factory() as session:
+        suite = get_suite(session, tenant_id, suite_id)
         kids = suites.children(session, suite)
-        return SuiteBands(suite_id, suites.error_bands(session, suite, kids), suites.overall_state(suite, kids),
-                          suites.complete(suite, kids))
+        return _report(session, suite, kids), _bands(session, suite, kids)
+
+
+def _bands(session: Session, suite: Suite, kids: list[suites.Child]) -> SuiteBands:
+    return SuiteBands(suite.id, suites.error_bands(session, suite, kids), suites.overall_state(suite, kids),
+                      suites.complete(suite, kids))
 
 
 def figure_entries(suite_id: str) -> list[dict[str, Any]]:
