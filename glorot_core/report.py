@@ -35,7 +35,9 @@ CONVENTIONS = {
     "layers": "hidden layer i = 1..L: s_i = z_{i-1} W_i + b_i, z_i = f(s_i), z_0 = x",
     "jacobian": "layer i: J^i = dz_{i+1}/dz_i = diag(f'(s_{i+1})) W_{i+1}^T; none for the last hidden",
     "backprop_grad": "dC/ds_i per monitor example (cost summed over examples)",
-    "weight_grad": "dC/dW_i of the mean cost over the monitor set",
+    "weight_grad": "dC/dW_i of the mean cost over the monitor set: mean, std and nonfinite exact over every entry; "
+                   "where histogram_sample is given, the histogram counts that fixed balanced sample of the entries "
+                   "(the same rows and columns at every snapshot), otherwise every entry",
     "theory": "per example: Var[z_i] and Var[dC/ds_i] as in activation and backprop_grad; Var[dC/dW_i] of "
               "every example's own gradient (dC/ds_i)_n^T z_{i-1,n}, pooled over examples and entries "
               "(eq. 7's basis, whatever gradient_basis is)",

@@ -18,6 +18,7 @@ import torch
 from pydantic import ValidationError
 
 from glorot_core.instruments.histogram import OctaveBins
+from glorot_core.instruments.mean_cost import SAMPLE as MEAN_COST_SAMPLE
 from glorot_core.instruments.per_example import SAMPLE, outer_moments, per_example_summary, sampled_products
 from glorot_core.instruments.summary import octave_counts
 from glorot_core.runner import run_experiment
@@ -162,7 +163,10 @@ def test_theory_rows_do_not_depend_on_the_basis(tmp_path: Path) -> None:
         assert 0.5 * math.sqrt(300) < b["weight_grad"]["std"] / a["weight_grad"]["std"] < 2 * math.sqrt(300)
         h, wg = b["weight_grad"]["histogram"], b["weight_grad"]
         assert sum(h["counts"]) + h["underflow"] + h["overflow"] + h["nonfinite"] == wg["histogram_sample"]
-        assert "histogram_sample" not in a["weight_grad"]
+        # the mean-cost section counts its own balanced sample of G's entries (instruments.mean_cost)
+        ha, wa = a["weight_grad"]["histogram"], a["weight_grad"]
+        assert sum(ha["counts"]) + ha["underflow"] + ha["overflow"] + ha["nonfinite"] == wa["histogram_sample"]
+        assert 0 < wa["histogram_sample"] <= MEAN_COST_SAMPLE
     out = per_example["snapshots"][0]["output"]["weight_grad"]
     assert out["histogram_sample"] == SAMPLE  # 300·9·1000 = 2.7M products into the output layer
 

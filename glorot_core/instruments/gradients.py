@@ -6,7 +6,8 @@ back-propagated gradient (the paper's basis, whatever ``diagnostics.gradient_bas
 weight gradient has two bases (``Monitor.gradient_basis``):
 
 * ``mean_cost`` (default): ∂C/∂W of the *mean* cost over the monitor set, (∂C/∂s)ᵀ z_in / N, the
-  direction a full-batch SGD step on the monitor set would follow;
+  direction a full-batch SGD step on the monitor set would follow (moments exact from two Gram matrices,
+  histogram of a fixed balanced sample of its entries for large layers: ``instruments.mean_cost``);
 * ``per_example``: every example's own ∂C_n/∂W = g_n z_nᵀ pooled over examples and entries, the basis
   of the paper's Figs 8–9 and of eq. 7 (moments exact in closed form, histogram of a fixed sample:
   ``glorot_core.instruments.per_example``). Its std is ≈√N times the mean-cost one when examples'
@@ -23,9 +24,10 @@ import torch
 
 from glorot_core.instruments.base import Instrument
 from glorot_core.instruments.histogram import Bins, OctaveBins
+from glorot_core.instruments.mean_cost import mean_cost_summary
 from glorot_core.instruments.monitor import Monitor
 from glorot_core.instruments.per_example import per_example_summary
-from glorot_core.instruments.probe import Capture, weight_gradient
+from glorot_core.instruments.probe import Capture
 from glorot_core.instruments.summary import tensor_summary
 
 Tensor = torch.Tensor
@@ -52,8 +54,9 @@ def weight_grad_stats(grad_s: Tensor, z_in: Tensor, bins: OctaveBins, basis: str
         return per_example_summary(grad_s, z_in, bins)
     if basis != "mean_cost":
         raise ValueError(f"unknown gradient basis {basis!r}; expected one of {GRADIENT_BASES}")
-    g = weight_gradient(grad_s, z_in) if mean_cost_grad is None else mean_cost_grad
-    return gradient_stats(g, bins)
+    if mean_cost_grad is None:
+        return mean_cost_summary(grad_s, z_in, bins)
+    return gradient_stats(mean_cost_grad, bins)
 
 
 class BackpropGradient(Instrument):
@@ -79,5 +82,8 @@ class WeightGradient(Instrument):
             if capture.z_in is None or capture.weight is None:
                 return None
             return per_example_summary(capture.grad_s, capture.z_in, monitor.gradient_bins)
-        g = capture.weight_grad  # of the mean cost; an uploaded model's capture may supply it directly
+        factors = capture.weight_grad_factors
+        if factors is not None:  # moments from Grams, histogram of a balanced sample (mean_cost.py)
+            return mean_cost_summary(*factors, monitor.gradient_bins)
+        g = capture.weight_grad  # of the mean cost, as the capture supplies it (an uploaded model's)
         return None if g is None else gradient_stats(g, monitor.gradient_bins)

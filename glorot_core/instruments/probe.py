@@ -90,6 +90,14 @@ class Capture:
     def examples(self) -> int:
         return int(self.z.shape[0])
 
+    @property
+    def weight_grad_factors(self) -> tuple[Tensor, Tensor] | None:
+        """(∂C/∂s, z_in) where ∂C/∂W of the mean cost is (∂C/∂s)ᵀ z_in / n (one dense weight fed by
+        z_in), so that its summary need not form it (``instruments.mean_cost``); None otherwise."""
+        if self.z_in is None or self.weight is None:
+            return None
+        return self.grad_s, self.z_in
+
     @cached_property
     def weight_grad(self) -> Tensor | None:
         """∂C/∂W of the mean cost: (∂C/∂s)ᵀ z_in / n as one GEMM, the 1/n folded in (``alpha``)."""

@@ -51,6 +51,11 @@ class UploadedCapture(Capture):
     def weight_grad(self) -> Tensor | None:
         return self.given_weight_grad
 
+    @property
+    def weight_grad_factors(self) -> tuple[Tensor, Tensor] | None:
+        """None: the given gradient is autograd's, which also covers convolutions and shared weights."""
+        return None
+
 
 @dataclass
 class Site:
