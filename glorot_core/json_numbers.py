@@ -33,4 +33,5 @@ def float32_numbers(values: Iterable[float]) -> list[float]:
     ≤ 9 significant digits and no information is lost: ``np.float32(written) == measured``.
     Non-finite values stay non-finite (``json_safe`` names them).
     """
-    return [float(str(v)) for v in np.asarray(list(values), dtype=np.float64).astype(np.float32)]
+    arr = values if isinstance(values, np.ndarray) else np.asarray(list(values), dtype=np.float64)
+    return [float(str(v)) for v in arr.astype(np.float32)]

@@ -86,7 +86,7 @@ def activation_stats(z: Tensor, bins: Bins) -> dict[str, Any]:
     mean, std, _ = shifted_moments(v, m)
     full = counts.clone()
     full[bins.zero_slot] -= m  # the replaced entries were counted as zeros
-    summary = summary_dict(mean, std, m, full, bins, v.device)
+    summary = summary_dict(mean, std, m, full, bins)
     if v.device.type == "cpu" and v.numel():
         p2, p98 = binned_percentiles(clean, idx, counts)
     else:

@@ -10,9 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from glorot_core.json_numbers import float32_numbers
+
+
+class HostNumbers(list):
+    """A list already made of host numbers (a histogram's fixed edges): ``to_host`` passes it through
+    whole, as a plain list, instead of visiting every element."""
+
 
 _INT_KINDS = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool)
 _FLOAT32_KINDS = (torch.float32, torch.float16, torch.bfloat16)
@@ -34,14 +41,17 @@ def to_host(tree: Any) -> Any:
             chunk = flat[start: start + node.numel()]
             if node.dtype in _FLOAT32_KINDS:
                 values = float32_numbers(chunk)
+            elif node.dtype in _INT_KINDS:
+                values = chunk.astype(np.int64).tolist()  # counts: exact in the float64 buffer below 2^53
             else:
-                as_int = node.dtype in _INT_KINDS
-                values = [_number(x, as_int) for x in chunk.tolist()]
+                values = chunk.tolist()
             if node.dim() == 0:
                 return values[0]
             return _shape(values, node.shape)
         if isinstance(node, dict):
             return {k: rebuild(v) for k, v in node.items()}
+        if isinstance(node, HostNumbers):
+            return list(node)
         if isinstance(node, (list, tuple)):
             return [rebuild(v) for v in node]
         return node
@@ -77,13 +87,9 @@ def _collect(node: Any, out: list[torch.Tensor]) -> None:
     elif isinstance(node, dict):
         for v in node.values():
             _collect(v, out)
-    elif isinstance(node, (list, tuple)):
+    elif isinstance(node, (list, tuple)) and not isinstance(node, HostNumbers):
         for v in node:
             _collect(v, out)
-
-
-def _number(x: float, as_int: bool) -> float | int:
-    return int(x) if as_int else float(x)
 
 
 def _shape(values: list, shape: torch.Size) -> list:

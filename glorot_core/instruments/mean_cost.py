@@ -67,7 +67,7 @@ def mean_cost_summary(grad_s: Tensor, z_in: Tensor, bins: OctaveBins, size: int 
     var = (s2 - s1 * s1 / m).clamp_min(0) / (m - 1).clamp_min(1)
     nonfinite = (j * k - finite).round().to(torch.int64)
     full, bad = octave_counts(sample, bins)
-    out = summary_dict(s1 / m, var.sqrt(), nonfinite, full, bins, g.device)
+    out = summary_dict(s1 / m, var.sqrt(), nonfinite, full, bins)
     out["histogram"]["nonfinite"] = bad  # of the sample, as its counts are
     out["histogram_sample"] = int(sample.numel())
     return out

@@ -111,7 +111,7 @@ def per_example_summary(g: Tensor, z: Tensor, bins: OctaveBins, size: int = SAMP
         "mean": mean,
         "std": std,
         "nonfinite": nonfinite,
-        "histogram": {"edges": bins.edges(sample.device), "counts": full[1:k + 1], "underflow": full[0],
+        "histogram": {"edges": bins.host_edges(), "counts": full[1:k + 1], "underflow": full[0],
                       "overflow": full[k + 1], "nonfinite": bad},
         "histogram_sample": int(sample.numel()),
     }

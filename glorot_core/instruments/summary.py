@@ -158,7 +158,7 @@ def tensor_summary(v: Tensor, bins: Bins, scale: float = 1.0, *, centred: bool =
         full = counts.clone()
         full[bins.zero_slot] -= m  # the replaced entries were counted as zeros
         mean, std = centred_moments(v, m) if centred else shifted_moments(v, m)[:2]
-    return summary_dict(mean * scale, std * scale, m, full, bins, v.device)
+    return summary_dict(mean * scale, std * scale, m, full, bins)
 
 
 def linear_counts(v: Tensor, bins: Bins, scale: float = 1.0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -177,14 +177,13 @@ def linear_counts(v: Tensor, bins: Bins, scale: float = 1.0) -> tuple[Tensor, Te
     return torch.bincount(idx, minlength=bins.bins + 2), m, idx, clean
 
 
-def summary_dict(mean: Tensor, std: Tensor, m: Tensor, full: Tensor, bins: Bins,
-                 device: torch.device) -> dict[str, Any]:
-    """The report's summary layout from moments and k+2 slot counts."""
+def summary_dict(mean: Tensor, std: Tensor, m: Tensor, full: Tensor, bins: Bins) -> dict[str, Any]:
+    """The report's summary layout from moments and k+2 slot counts (the edges already as host numbers)."""
     k = bins.bins
     return {
         "mean": mean,
         "std": std,
         "nonfinite": m,
-        "histogram": {"edges": bins.edges(device), "counts": full[1:k + 1], "underflow": full[0],
+        "histogram": {"edges": bins.host_edges(), "counts": full[1:k + 1], "underflow": full[0],
                       "overflow": full[k + 1], "nonfinite": m},
     }
