@@ -97,3 +97,29 @@ def test_binned_percentiles_equal_the_sorted_nearest_rank(case: str) -> None:
     ordered = torch.sort(v).values
     for p, key in ((0.02, "p2"), (0.98, "p98")):
         assert float(out[key]) == float(ordered[math.ceil(p * n) - 1])
+
+
+@pytest.mark.parametrize("name", ["tanh", "softsign", "sigmoid", "relu"])
+def test_saturation_counts_follow_the_activations_rule(name: str) -> None:
+    """The saturated counts (low, high, units saturated on every example) equal those of the rule's
+    masks, whichever path computes them (tanh and softsign: one |z| ≥ bound pass), with values exactly on
+    the thresholds and asymptotes, a NaN (never saturated) and a unit saturated on every example."""
+    from glorot_core.activations import get_activation
+    from glorot_core.instruments.saturation import saturation_stats
+
+    act = get_activation(name)
+    lo, hi = act.output_range
+    gen = torch.Generator().manual_seed(3)
+    z = act(torch.randn(200, 40, generator=gen) * 3)
+    t = act.saturation_threshold or 0.0
+    z[0, :4] = torch.tensor([lo + t, hi - t, lo, hi]).clamp(-1e9, 1e9)
+    z[1, 5] = float("nan")
+    z[:, 6] = hi if math.isfinite(hi) else 0.0  # saturated on every example (relu: dead at 0)
+    if name == "relu":
+        z[:, 6] = 0.0
+    low, high = act.saturation_masks(z)
+    out = saturation_stats(z, act)
+    n = z.numel()
+    assert round(float(out["low"]) * n) == int(low.sum())
+    assert round(float(out["high"]) * n) == int(high.sum())
+    assert round(float(out["dead_units"]) * 40) == int((low | high).all(dim=0).sum()) >= 1

@@ -117,7 +117,7 @@ def test_the_sample_histogram_estimates_the_whole_as_a_uniform_sample_would() ->
         return float(((counts.double() / size - p) / se)[keep].abs().max())
 
     assert worst_z(sample_counts, s) <= 4.5
-    side = int(math.isqrt(s))
+    side = math.isqrt(s)
     block = (g[:, :side].T @ z[:, :side] / n).reshape(-1)
     assert worst_z(octave_counts(block, BINS)[0], block.numel()) > 4.5
 

@@ -78,8 +78,8 @@ def sampled_entries(g: Tensor, z: Tensor, size: int = SAMPLE) -> Tensor:
     column-permuted G, one batched GEMM of N·(J·K/B) multiply-adds."""
     n, j, k = g.shape[0], g.shape[1], z.shape[1]
     rows, cols, bands = _balanced_bands(j, k, size, g.device)
-    gb = torch.index_select(g, 1, rows).view(n, bands, -1).transpose(0, 1).contiguous()  # (B, N, J/B)
-    zb = torch.index_select(z, 1, cols).view(n, bands, -1).transpose(0, 1).contiguous()  # (B, N, K/B)
+    gb = torch.index_select(g, 1, rows).view(n, bands, -1).transpose(0, 1)  # (B, N, J/B), strided: BLAS reads it
+    zb = torch.index_select(z, 1, cols).view(n, bands, -1).transpose(0, 1)  # (B, N, K/B)
     return torch.bmm(gb.transpose(1, 2), zb).reshape(-1).div_(n)
 
 
