@@ -111,16 +111,14 @@ def octave_counts(v: Tensor, bins: OctaveBins) -> tuple[Tensor, Tensor]:
 
     The key (v's bits >> 23) + 256 is sign and biased exponent b; every value with the same key lies
     in the same octave bin, so each key's slot is that of one representative value ±2^(b−127)
-    (±2^−126 for zeros and subnormals), found once through ``bins.index``.
+    (±2^−126 for zeros and subnormals), found once through ``bins.index``. The two keys of exponent
+    255 (NaN, ±Inf) go to a slot k+2 of their own: its count is the non-finite count.
     """
     key = torch.bitwise_right_shift(v.view(torch.int32), 23).add_(256)
     raw = torch.bincount(key, minlength=512)
     lut = _octave_lut(bins, raw.device)
-    full = torch.zeros(bins.bins + 2, dtype=raw.dtype, device=raw.device).index_add_(0, lut, raw)
-    neg_bad, pos_bad = raw[_NONFINITE_KEYS[0]], raw[_NONFINITE_KEYS[1]]
-    full[0] -= neg_bad  # −Inf / negative NaN were folded into the underflow slot,
-    full[-1] -= pos_bad  # +Inf / NaN into the overflow slot
-    return full, neg_bad + pos_bad
+    full = torch.zeros(bins.bins + 3, dtype=raw.dtype, device=raw.device).index_add_(0, lut, raw)
+    return full[: bins.bins + 2], full[bins.bins + 2]
 
 
 _LUTS: dict[tuple[int, int, torch.device], Tensor] = {}
@@ -132,9 +130,10 @@ def _octave_lut(bins: OctaveBins, device: torch.device) -> Tensor:
     if lut is None:
         b = torch.arange(256, dtype=torch.float64)
         mag = torch.pow(2.0, (b - 127).clamp_min(-126)).to(torch.float32)
-        mag[255] = float("inf")
         reps = torch.cat([-mag, mag])
-        lut = _LUTS[key] = bins.index(reps).to(torch.int64).to(device)
+        lut = bins.index(reps).to(torch.int64)
+        lut[list(_NONFINITE_KEYS)] = bins.bins + 2
+        lut = _LUTS[key] = lut.to(device)
     return lut
 
 

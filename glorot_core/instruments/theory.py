@@ -62,14 +62,15 @@ def layer_mean_field(s: Tensor, activation: Activation, weight: Tensor, z: Tenso
     peak = _peak_derivative(activation)
     fan_out, fan_in = weight.shape
     var_w = centred_variance(weight)  # one pass: weights are centred (torch's Welford var is 4× slower)
-    e_d2 = (d * d).mean().to(torch.float64)
+    flat = d.reshape(-1)
+    e_d2 = torch.dot(flat, flat).to(torch.float64) / max(flat.numel(), 1)
     return {
         "weight_var": var_w,
         "forward_gain": fan_in * var_w,
         "backward_gain": fan_out * var_w,
         "mean_sq_derivative": e_d2,
         "chi": fan_in * var_w * e_d2,
-        "linear_fraction": torch.count_nonzero(d.abs() >= LINEAR_REGIME * peak) / max(d.numel(), 1),
+        "linear_fraction": torch.count_nonzero(flat.abs() >= LINEAR_REGIME * peak) / max(flat.numel(), 1),
     }
 
 
