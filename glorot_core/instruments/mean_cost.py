@@ -36,7 +36,7 @@ import torch
 
 from glorot_core.instruments.histogram import OctaveBins
 from glorot_core.instruments.probe import weight_gradient
-from glorot_core.instruments.summary import octave_counts, summary_dict, tensor_summary
+from glorot_core.instruments.summary import all_finite_on_cpu, octave_counts, summary_dict, tensor_summary
 
 Tensor = torch.Tensor
 
@@ -85,7 +85,7 @@ def sampled_entries(g: Tensor, z: Tensor, size: int = SAMPLE) -> Tensor:
 
 def _zero_nonfinite_columns(v: Tensor) -> tuple[Tensor, Tensor]:
     """``v`` with every column holding a non-finite entry set to 0, and the count of the other columns."""
-    if v.device.type == "cpu" and bool(torch.isfinite(v.sum())):  # one float32 sum: every entry finite
+    if all_finite_on_cpu(v):
         return v, torch.tensor(v.shape[1], dtype=torch.int64)
     ok = torch.isfinite(v).all(dim=0)
     return torch.where(ok, v, torch.zeros((), dtype=v.dtype, device=v.device)), ok.sum()

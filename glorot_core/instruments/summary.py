@@ -42,7 +42,7 @@ def shifted_moments(v: Tensor, nonfinite: Tensor | None = None) -> tuple[Tensor,
     c = sample.mean(dtype=torch.float64).to(v.dtype) if n_all else torch.zeros((), dtype=v.dtype, device=v.device)
     d = v - c  # the shift exactly as subtracted, so mean = c + Σd/n below adds back the same number
     if nonfinite is None:
-        nonfinite = _zero_count(v.device) if _all_finite_on_cpu(d) else \
+        nonfinite = _zero_count(v.device) if all_finite_on_cpu(d) else \
             torch.count_nonzero(torch.isnan(d)) + torch.count_nonzero(torch.isinf(d))
     if not _none_on_cpu(nonfinite):
         torch.nan_to_num_(d, nan=0.0, posinf=0.0, neginf=0.0)  # non-finite entries now add 0 to both sums
@@ -73,7 +73,7 @@ def _none_on_cpu(nonfinite: Tensor) -> bool:
     return nonfinite.device.type == "cpu" and int(nonfinite) == 0
 
 
-def _all_finite_on_cpu(v: Tensor) -> bool:
+def all_finite_on_cpu(v: Tensor) -> bool:
     """True when ``v`` is on the CPU and every entry is finite, from one float32 sum (a NaN or ±Inf entry
     makes the sum non-finite; a sum that overflows only sends the caller to its general path)."""
     return v.device.type == "cpu" and bool(torch.isfinite(v.sum()))
@@ -167,7 +167,7 @@ def linear_counts(v: Tensor, bins: Bins, scale: float = 1.0) -> tuple[Tensor, Te
     m, every entry's slot, the replaced values): the slots let a caller select one bin's entries
     (exact percentiles); subtract m from ``counts[bins.zero_slot]`` for the report's histogram.
     """
-    if _all_finite_on_cpu(v):
+    if all_finite_on_cpu(v):
         clean, m = v, _zero_count(v.device)
     else:
         clean = torch.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
