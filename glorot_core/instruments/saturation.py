@@ -23,19 +23,38 @@ Tensor = torch.Tensor
 
 def saturation_stats(z: Tensor, activation: Activation) -> dict[str, Any]:
     """Saturated fractions (total, low, high) and the fraction of units saturated on every example."""
-    low, high = activation.saturation_masks(z.detach())
-    either = low | high
+    z = z.detach()
     n = max(z.numel(), 1)
-    n_low, n_high = torch.count_nonzero(low), torch.count_nonzero(high)
-    units = either.reshape(either.shape[0], -1)
+    units = z.reshape(z.shape[0], -1)
+    bound = _symmetric_bound(activation)
+    if bound is not None:  # |z| ≥ bound is either side at once: one comparison pass fewer, no OR pass
+        size = units.abs()
+        n_either = torch.count_nonzero(size >= bound)
+        n_high = torch.count_nonzero(units >= bound)
+        n_low = n_either - n_high
+        # a unit is saturated on every example when its smallest |z| is (NaN propagates: not saturated)
+        dead = torch.count_nonzero(size.amin(dim=0) >= bound) if units.shape[0] else torch.zeros((), dtype=torch.int64)
+    else:
+        low, high = activation.saturation_masks(units)
+        n_low, n_high = torch.count_nonzero(low), torch.count_nonzero(high)
+        dead = torch.count_nonzero((low | high).all(dim=0))
     return {
         "fraction": (n_low + n_high) / n,  # the two sides are disjoint
         "low": n_low / n,
         "high": n_high / n,
-        "dead_units": torch.count_nonzero(units.all(dim=0)) / max(units.shape[-1], 1),
+        "dead_units": dead / max(units.shape[-1], 1),
         "threshold": activation.saturation_threshold if not activation.dead_at_zero else 0.0,
         "rule": saturation_rule(activation),
     }
+
+
+def _symmetric_bound(activation: Activation) -> float | None:
+    """b when the rule is |z| ≥ b exactly (both sides saturate, lo + t == −(hi − t): tanh, softsign), else None."""
+    t = activation.saturation_threshold
+    if t is None or activation.dead_at_zero or not (activation.saturates_low and activation.saturates_high):
+        return None
+    lo, hi = activation.output_range
+    return hi - t if lo + t == -(hi - t) else None
 
 
 def saturation_rule(activation: Activation) -> str:
